@@ -1,0 +1,3 @@
+from hyperdiffusion.cli import main
+
+raise SystemExit(main())
