@@ -1,0 +1,467 @@
+"""Fit one occupancy MLP per shape: the weights the diffusion model learns from (paper Sec. 3.1).
+
+The recipe is the official code's (REFERENCE.md, "Per-shape MLP"): each step draws
+2048 points with replacement from the shape's labelled samples, the loss is binary
+cross-entropy with logits *summed* over those points, Adam lr 1e-2, ReduceLROnPlateau
+on the epoch loss (factor 0.8, patience 10, threshold 0, min lr 1e-5), early stop after
+50 epochs without improvement, at most 5000 epochs of 97 steps. Summing instead of
+averaging only rescales the loss; Adam is invariant to that scale except through eps
+(1e-8), whose relative size shrinks by 2048x, so we keep the sum as the official code.
+
+"First weights" initialisation: the first train shape (sorted by name, so it does not
+depend on directory-listing order) is fitted alone from PyTorch's default init with a
+fixed seed; every other shape starts from its final weights.
+
+The fast path no library gives: many shapes are optimised together as one [B, P]
+weight matrix (`mlp.batched_forward`, one baddbmm per layer) by a hand-written batched
+Adam with a per-shape learning rate, because every shape has its own plateau schedule
+and early stop. A shape that stops is taken out of the batch with its final weights (as
+the official code keeps them; `keep="best"` keeps the best-epoch weights instead), so it
+neither stalls nor changes the others. Each shape draws its points from its own random
+generator seeded from (seed, name), and shapes never interact, so a shape gets the same
+weights (up to float rounding in the matrix kernels) whether fitted alone or in a batch.
+
+Fit quality is measured on held-out samples: a fixed random 10 % of each shape's
+near-surface and of its uniform samples are never drawn for training (the official code
+trains on all 200k and reports no fit quality). IoU of (logit > 0) against the labels is
+reported separately for the uniform and the near-surface points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from hyperdiffusion.io import InputError, ensure_writable_dir, load_safetensors, save_safetensors, write_json
+from hyperdiffusion.mlp import MLPConfig, batched_forward, default_init, save_weight_set
+
+# --------------------------------------------------------------------------- configuration
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Defaults are the official per-shape recipe (REFERENCE.md "Per-shape MLP")."""
+
+    points_per_step: int = 2048  # drawn with replacement from the shape's training samples
+    steps_per_epoch: int = 97
+    max_epochs: int = 5000
+    lr: float = 1e-2
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    plateau_factor: float = 0.8  # ReduceLROnPlateau on the per-shape epoch loss
+    plateau_patience: int = 10
+    plateau_threshold: float = 0.0  # relative, as PyTorch's default threshold_mode="rel"
+    min_lr: float = 1e-5
+    early_stop_patience: int = 50  # epochs without a new best epoch loss
+    first_weights: bool = True  # start every shape from the first train shape's fit
+    keep: str = "final"  # "final" (official) or "best" (weights at the best epoch loss)
+    holdout_fraction: float = 0.1  # of near-surface and of uniform samples, for fit quality only
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.keep not in ("final", "best"):
+            raise ValueError(f"keep must be 'final' or 'best', not {self.keep!r}")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ValueError("holdout_fraction must be in [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PRESETS: dict[str, FitConfig] = {
+    "paper": FitConfig(),
+    # Shorter patience and epoch cap. Its fit quality against `paper` was NOT measured
+    # at scale on this CPU; see benchmarks/RESULTS.md before relying on it.
+    "fast": FitConfig(max_epochs=500, plateau_patience=5, early_stop_patience=20),
+    # For tests and the CPU demo: ~1000 steps of 1024 points.
+    "cpu": FitConfig(points_per_step=1024, steps_per_epoch=25, max_epochs=40, plateau_patience=3,
+                     early_stop_patience=8),
+}
+
+
+# --------------------------------------------------------------------------- per-shape data
+
+
+@dataclass
+class ShapeSamples:
+    """One shape's samples, split into the training pool and the held-out evaluation set."""
+
+    name: str
+    train_points: torch.Tensor  # [n, 3] float32
+    train_occ: torch.Tensor  # [n] float32 (1 inside)
+    eval_points: torch.Tensor  # [m, 3]
+    eval_occ: torch.Tensor  # [m]
+    eval_surface: torch.Tensor  # [m] bool: near-surface (True) or uniform (False)
+
+
+def stable_seed(seed: int, name: str, purpose: str) -> int:
+    """A seed that depends only on (seed, name, purpose): not on batch layout or Python's hash salt."""
+    digest = hashlib.sha256(f"{seed}/{purpose}/{name}".encode()).digest()
+    return int.from_bytes(digest[:7], "little")
+
+
+def split_samples(name: str, points: np.ndarray, occ: np.ndarray, n_surface: int,
+                  cfg: FitConfig) -> ShapeSamples:
+    """Hold out a fixed random `holdout_fraction` of the near-surface and of the uniform samples."""
+    rng = np.random.default_rng(stable_seed(cfg.seed, name, "holdout"))
+    n = len(points)
+    held = np.zeros(n, bool)
+    for lo, hi in ((0, n_surface), (n_surface, n)):
+        k = int(round((hi - lo) * cfg.holdout_fraction))
+        held[lo + rng.permutation(hi - lo)[:k]] = True
+    surface = np.arange(n) < n_surface
+    p = torch.from_numpy(np.ascontiguousarray(points, np.float32))
+    o = torch.from_numpy(np.asarray(occ).astype(np.float32))
+    h = torch.from_numpy(held)
+    return ShapeSamples(name, p[~h], o[~h], p[h], o[h], torch.from_numpy(surface)[h])
+
+
+# --------------------------------------------------------------------------- optimiser and schedules
+
+
+class BatchedAdam:
+    """Adam (Kingma & Ba 2015, as torch.optim.Adam computes it) on a [B, P] matrix, one lr per row."""
+
+    def __init__(self, n_rows: int, n_params: int, beta1: float, beta2: float, eps: float, device):
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.m = torch.zeros(n_rows, n_params, device=device)
+        self.v = torch.zeros(n_rows, n_params, device=device)
+        self.t = 0  # every row of a batch starts together and stops leaving the batch: one count
+
+    @torch.no_grad()
+    def step(self, params: torch.Tensor, grad: torch.Tensor, lr: torch.Tensor) -> None:
+        """params -= lr * m_hat / (sqrt(v_hat) + eps), in place; lr is [B]."""
+        self.t += 1
+        self.m.lerp_(grad, 1 - self.beta1)
+        self.v.mul_(self.beta2).addcmul_(grad, grad, value=1 - self.beta2)
+        step_size = (lr / (1 - self.beta1**self.t)).unsqueeze(1)
+        denom = (self.v.sqrt() / math.sqrt(1 - self.beta2**self.t)).add_(self.eps)
+        params.sub_(step_size * self.m / denom)
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        self.m, self.v = self.m[rows], self.v[rows]
+
+
+class PlateauSchedules:
+    """Per-row ReduceLROnPlateau (mode min, relative threshold, no cooldown) plus early stopping.
+
+    Same rules as torch.optim.lr_scheduler.ReduceLROnPlateau: an epoch is better when
+    loss < best * (1 - threshold); after more than `patience` worse epochs the lr is
+    multiplied by `factor` (not below min_lr) and the count restarts.
+    """
+
+    def __init__(self, n_rows: int, cfg: FitConfig):
+        self.cfg = cfg
+        self.lr = np.full(n_rows, cfg.lr)
+        self.best = np.full(n_rows, np.inf)
+        self.bad = np.zeros(n_rows, int)  # for the lr schedule; reset at each reduction
+        self.since_best = np.zeros(n_rows, int)  # for early stopping
+
+    def update(self, losses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Record one epoch's losses; return (improved, stop) boolean rows."""
+        c = self.cfg
+        improved = losses < self.best * (1 - c.plateau_threshold)
+        self.best = np.where(improved, losses, self.best)
+        self.bad = np.where(improved, 0, self.bad + 1)
+        self.since_best = np.where(improved, 0, self.since_best + 1)
+        reduce = self.bad > c.plateau_patience
+        new_lr = np.maximum(self.lr * c.plateau_factor, c.min_lr)
+        self.lr = np.where(reduce & (self.lr - new_lr > 1e-8), new_lr, self.lr)
+        self.bad = np.where(reduce, 0, self.bad)
+        return improved, self.since_best >= c.early_stop_patience
+
+    def keep_rows(self, rows: np.ndarray) -> None:
+        self.lr, self.best, self.bad, self.since_best = (a[rows] for a in (self.lr, self.best, self.bad,
+                                                                           self.since_best))
+
+
+# --------------------------------------------------------------------------- fitting
+
+
+@dataclass
+class FitRecord:
+    name: str
+    epochs: int
+    final_loss: float  # mean per-step summed BCE over the last epoch
+    best_loss: float
+    final_lr: float
+    stopped: str  # "early" or "max_epochs"
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def fit_shapes(shapes: list[ShapeSamples], init: torch.Tensor, cfg: FitConfig, mlp: MLPConfig,
+               device: str | torch.device = "cpu", precision: str = "fp32",
+               on_epoch: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, list[FitRecord]]:
+    """Fit B shapes together from the same initial vector `init` [P]; return ([B, P] weights, records).
+
+    `on_epoch(epoch, n_active)` is called after each epoch (progress display).
+    """
+    device = torch.device(device)
+    n_shapes, n_params = len(shapes), mlp.n_params
+    gens = [torch.Generator().manual_seed(stable_seed(cfg.seed, s.name, "draw")) for s in shapes]
+    weights = init.reshape(1, -1).to(device, torch.float32).repeat(n_shapes, 1).requires_grad_()
+    best_weights = weights.detach().clone() if cfg.keep == "best" else None
+    adam = BatchedAdam(n_shapes, n_params, cfg.beta1, cfg.beta2, cfg.eps, device)
+    sched = PlateauSchedules(n_shapes, cfg)
+    active = np.arange(n_shapes)  # original index of each row still being optimised
+    result = torch.empty(n_shapes, n_params)
+    records: list[FitRecord | None] = [None] * n_shapes
+    steps, pps = cfg.steps_per_epoch, cfg.points_per_step
+
+    for epoch in range(cfg.max_epochs):
+        # One epoch of draws per shape from its own generator, so batching cannot change them.
+        idx = [torch.randint(len(shapes[b].train_points), (steps, pps), generator=gens[b]) for b in active]
+        pts = torch.stack([shapes[b].train_points[i] for b, i in zip(active, idx)]).to(device)
+        occ = torch.stack([shapes[b].train_occ[i] for b, i in zip(active, idx)]).to(device)
+        lr = torch.as_tensor(sched.lr, dtype=torch.float32, device=device)
+        epoch_loss = torch.zeros(len(active), device=device)
+        for s in range(steps):
+            weights.grad = None
+            with _autocast(device, precision):
+                logits = batched_forward(weights, pts[:, s], mlp)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), occ[:, s], reduction="none").sum(1)
+            loss.sum().backward()  # rows are independent: each row's gradient is its own loss's
+            adam.step(weights, weights.grad, lr)
+            epoch_loss += loss.detach()
+        losses = (epoch_loss / steps).cpu().double().numpy()
+
+        improved, stop = sched.update(losses)
+        if best_weights is not None:
+            best_weights[torch.from_numpy(improved).to(device)] = weights.detach()[torch.from_numpy(improved).to(device)]
+        last = epoch + 1 == cfg.max_epochs
+        done = stop | last
+        for row in np.flatnonzero(done):
+            b = active[row]
+            final = best_weights[row] if best_weights is not None else weights.detach()[row]
+            result[b] = final.float().cpu()
+            records[b] = FitRecord(shapes[b].name, epoch + 1, float(losses[row]), float(sched.best[row]),
+                                   float(sched.lr[row]), "early" if stop[row] else "max_epochs")
+        if done.any():  # take finished shapes out: the rest continue exactly as before
+            keep = np.flatnonzero(~done)
+            rows = torch.from_numpy(keep).to(device)
+            weights = weights.detach()[rows].clone().requires_grad_()
+            if best_weights is not None:
+                best_weights = best_weights[rows]
+            adam.keep_rows(rows)
+            sched.keep_rows(keep)
+            active = active[keep]
+        if on_epoch:
+            on_epoch(epoch + 1, len(active))
+        if len(active) == 0:
+            break
+    return result, records  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def fit_quality(weights: torch.Tensor, shapes: list[ShapeSamples], mlp: MLPConfig,
+                device: str | torch.device = "cpu", chunk: int = 65536) -> list[dict[str, float]]:
+    """IoU of (logit > 0) against the labels on each shape's held-out uniform and near-surface points."""
+    out = []
+    for w, s in zip(weights, shapes):
+        w = w.to(device).unsqueeze(0)
+        pred = torch.cat([batched_forward(w, s.eval_points[i:i + chunk].to(device).unsqueeze(0), mlp)[0].cpu() > 0
+                          for i in range(0, len(s.eval_points), chunk)]) if len(s.eval_points) else torch.zeros(0, dtype=torch.bool)
+        true = s.eval_occ > 0.5
+        row = {}
+        for key, sel in (("iou_uniform", ~s.eval_surface), ("iou_surface", s.eval_surface)):
+            row[key] = iou(pred[sel], true[sel])
+            row["n_" + key[4:]] = int(sel.sum())
+        out.append(row)
+    return out
+
+
+def iou(pred: torch.Tensor, true: torch.Tensor) -> float:
+    """|pred and true| / |pred or true|; 1.0 when both are empty (nothing to get wrong); nan with no points."""
+    if pred.numel() == 0:
+        return float("nan")
+    union = (pred | true).sum().item()
+    return 1.0 if union == 0 else (pred & true).sum().item() / union
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def _open_dataset(path: Path):
+    from hyperdiffusion import prepare  # the prepare stage owns the dataset layout (docs/FORMATS.md)
+
+    return prepare.load_dataset(path)
+
+
+def _names(dataset, split: str) -> list[str]:
+    names: set[str] = set()
+    for s in split.split(","):
+        try:
+            names.update(dataset.names(s.strip()))
+        except ValueError as e:
+            raise InputError(f"--split {split}: {e}") from None
+    return sorted(names)
+
+
+def _load(dataset_root: Path, name: str, cfg: FitConfig) -> ShapeSamples:
+    from hyperdiffusion import prepare
+
+    points, occ, n_surface = prepare.load_samples(dataset_root, name)
+    return split_samples(name, points, occ, int(n_surface), cfg)
+
+
+def _pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available")
+    return torch.device(device)
+
+
+def _fit_chunk(path: Path, names: list[str], init: torch.Tensor, dataset_root: Path, cfg: FitConfig,
+               mlp: MLPConfig, device, precision: str, stamp: dict, bar) -> tuple[torch.Tensor, list[dict]]:
+    """Fit `names` together and write them to `path`; or read them back if a previous run did."""
+    if path.is_file():
+        tensors, meta = load_safetensors(path)
+        if meta.get("names") != names or meta.get("stamp") != stamp:
+            raise InputError(f"{path}: written by a run with other shapes or settings; use a new output folder")
+        bar.update(len(names))
+        return tensors["weights"], meta["quality"]
+    t0 = time.perf_counter()
+    shapes = [_load(dataset_root, n, cfg) for n in names]
+    done_before = bar.n
+
+    def on_epoch(epoch: int, n_active: int) -> None:
+        bar.set_postfix(epoch=epoch, active=n_active)
+        bar.n = done_before + len(names) - n_active
+        bar.refresh()
+
+    weights, records = fit_shapes(shapes, init, cfg, mlp, device, precision, on_epoch)
+    quality = [{**asdict(r), **q} for r, q in zip(records, fit_quality(weights, shapes, mlp, device))]
+    seconds = time.perf_counter() - t0
+    for q in quality:
+        q["batch_seconds"] = round(seconds, 2)
+    save_safetensors(path, {"weights": weights}, {"names": names, "stamp": stamp, "quality": quality})
+    bar.n = done_before + len(names)
+    bar.refresh()
+    return weights, quality
+
+
+def fit_dataset(dataset: str | Path, out: str | Path, cfg: FitConfig = FitConfig(), mlp: MLPConfig = MLPConfig(),
+                split: str = "train", batch_shapes: int = 16, device: str = "auto", precision: str = "fp32",
+                limit: int | None = None) -> Path:
+    """Fit every shape of `split` ("train", "all", or "train,val") of a prepared dataset; return weights path.
+
+    Resumable: each batch of shapes is written to OUT/chunks/ when it finishes and is read
+    back instead of refitted when the same command runs again.
+    """
+    dataset_root = Path(dataset)
+    ds = _open_dataset(dataset_root)
+    out = ensure_writable_dir(out)
+    dev = _pick_device(device)
+    if precision not in ("fp32", "bf16"):
+        raise InputError(f"--precision {precision}: choose fp32 or bf16")
+    if precision == "bf16" and dev.type != "cuda":
+        raise InputError("--precision bf16 is for CUDA devices; use fp32 on the CPU")
+    names = _names(ds, split)
+    if limit is not None:
+        names = names[:limit]
+    if not names:
+        raise InputError(f"{dataset_root}: no shapes in split {split!r}")
+    train = sorted(ds.names("train"))
+    stamp = {"fit": cfg.to_dict(), "mlp": mlp.to_dict(), "precision": precision}
+    chunks = out / "chunks"
+    bar = tqdm(total=len(names), desc="fit", unit="shape")
+
+    # First weights: the first train shape alone from a seeded default init (REFERENCE.md).
+    init_name = (train or names)[0]
+    generator = torch.Generator().manual_seed(cfg.seed)
+    init = default_init(mlp, 1, generator)[0]
+    fitted: dict[str, tuple[torch.Tensor, dict]] = {}
+    if cfg.first_weights:
+        w, q = _fit_chunk(chunks / "first.safetensors", [init_name], init, dataset_root, cfg, mlp, dev,
+                          precision, stamp, bar if init_name in names else tqdm(disable=True))
+        init = w[0]
+        fitted[init_name] = (w[0], q[0])
+    rest = [n for n in names if n not in fitted]
+    for i in range(0, len(rest), batch_shapes):
+        batch = rest[i:i + batch_shapes]
+        w, q = _fit_chunk(chunks / f"chunk_{i // batch_shapes:05d}.safetensors", batch, init, dataset_root, cfg,
+                          mlp, dev, precision, stamp, bar)
+        fitted.update({n: (w[j], q[j]) for j, n in enumerate(batch)})
+    bar.close()
+
+    weights = torch.stack([fitted[n][0] for n in names])
+    quality = {n: fitted[n][1] for n in names}
+    extra = {"stage": "fit", "fit": cfg.to_dict(), "dataset": str(dataset_root), "split": split,
+             "first_weights_shape": init_name if cfg.first_weights else None, "precision": precision}
+    save_weight_set(out / "weights.safetensors", weights, names, mlp, extra)
+    summary = summarise(quality)
+    write_json(out / "fit_quality.json", {"summary": summary, "config": extra, "shapes": quality})
+    print(format_summary(summary))
+    return out / "weights.safetensors"
+
+
+def summarise(quality: dict[str, dict]) -> dict[str, Any]:
+    out: dict[str, Any] = {"n_shapes": len(quality)}
+    for key in ("iou_uniform", "iou_surface", "epochs", "final_loss"):
+        v = np.array([q[key] for q in quality.values()], float)
+        out[key] = {"mean": float(np.nanmean(v)), "min": float(np.nanmin(v)), "max": float(np.nanmax(v))}
+    worst = sorted(quality, key=lambda n: quality[n]["iou_uniform"])[:5]
+    out["worst_uniform"] = [[n, quality[n]["iou_uniform"], quality[n]["iou_surface"]] for n in worst]
+    out["stopped_early"] = sum(q["stopped"] == "early" for q in quality.values())
+    return out
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    u, su, ep = s["iou_uniform"], s["iou_surface"], s["epochs"]
+    lines = [f"fitted {s['n_shapes']} shapes ({s['stopped_early']} stopped early); epochs mean {ep['mean']:.0f} "
+             f"(min {ep['min']:.0f}, max {ep['max']:.0f})",
+             f"held-out IoU uniform: mean {u['mean']:.4f}, min {u['min']:.4f}; "
+             f"near-surface: mean {su['mean']:.4f}, min {su['min']:.4f}",
+             "worst (uniform, near-surface): " + ", ".join(f"{n} {a:.3f}/{b:.3f}" for n, a, b in s["worst_uniform"])]
+    return "\n".join(lines)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("fit", help="fit one occupancy MLP per shape (paper Sec. 3.1)",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("dataset", help="prepared dataset folder (hyperdiffusion prepare)")
+    p.add_argument("out", help="output folder: weights.safetensors, weights.json, fit_quality.json, chunks/")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="paper", help="recipe (default: paper)")
+    p.add_argument("--split", default="train", help="train | val | test | all | comma list (default: train)")
+    p.add_argument("--batch-shapes", type=int, default=16, help="shapes optimised together (1 = one at a time)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 autocast (CUDA only)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--limit", type=int, default=None, help="fit only the first N shapes (sorted names)")
+    p.add_argument("--hidden", type=int, default=None, help="MLP width (paper: 128)")
+    for field, typ in (("max_epochs", int), ("steps_per_epoch", int), ("points_per_step", int), ("lr", float),
+                       ("seed", int)):
+        p.add_argument("--" + field.replace("_", "-"), type=typ, default=None, help=f"override the preset's {field}")
+    p.add_argument("--keep", choices=["final", "best"], default=None, help="weights kept when a shape stops")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = {k: getattr(args, k) for k in ("max_epochs", "steps_per_epoch", "points_per_step", "lr", "seed", "keep")
+                 if getattr(args, k) is not None}
+    cfg = replace(PRESETS[args.preset], **overrides)
+    mlp = MLPConfig(hidden=args.hidden) if args.hidden else MLPConfig()
+    if args.batch_shapes < 1:
+        raise InputError("--batch-shapes must be at least 1")
+    fit_dataset(args.dataset, args.out, cfg, mlp, args.split, args.batch_shapes, args.device, args.precision,
+                args.limit)
+    return 0

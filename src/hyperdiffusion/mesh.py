@@ -1,0 +1,241 @@
+"""Occupancy MLPs -> meshes and surface point clouds (paper Sec. 5: marching cubes, 2048 points).
+
+Each MLP is evaluated on a res^3 grid over [-0.5, 0.5]^3 (grid spacing 1/(res-1), first
+node at -0.5), then marching cubes (scikit-image, Lewiner) extracts the level set. The
+official code meshes at resolution 256 and logit 0 for validation and 356 at logit 1.386
+(probability 0.8) for its test (REFERENCE.md "Sampling and meshes"); its query grid is
+sheared by a division bug, which we do not copy.
+
+Grid evaluation is the cost (256^3 = 16.8 M points per shape), so `evaluate_grid` uses the
+grid's structure: the positional encoding is per coordinate and the first layer is linear,
+so W1 . enc(x, y, z) = A_x[i] + A_y[j] + A_z[k] with three small [res, hidden] tables. The
+first layer and all sin/cos then cost nothing per point; the hidden layers run as one
+baddbmm per layer over memory-bounded slabs of the grid for many MLPs at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import trimesh
+from tqdm import tqdm
+
+from hyperdiffusion.io import (InputError, atomic_path, ensure_writable_dir, read_json, safe_name, save_npy,
+                               write_json)
+from hyperdiffusion.mlp import MLPConfig, WeightSet, load_weight_set, positional_encoding, split_weights
+
+FORMATS = ("ply", "obj", "glb")
+
+
+@dataclass(frozen=True)
+class MeshConfig:
+    """Defaults: the official validation meshing (res 256, level logit 0 = probability 0.5)."""
+
+    res: int = 256
+    level: float = 0.5  # occupancy probability of the surface
+    level_logit: float | None = None  # overrides `level`; the official test used 1.386 (p = 0.8) at res 356
+    n_points: int = 2048  # surface samples per mesh (Sec. 5)
+    format: str = "ply"
+    chunk: int = 2**18  # grid points (over all MLPs of a batch) per evaluation pass: bounds memory
+    batch_shapes: int = 4  # MLPs evaluated together
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.res < 2:
+            raise InputError("--res must be at least 2")
+        if self.format not in FORMATS:
+            raise InputError(f"--format {self.format}: choose one of {', '.join(FORMATS)}")
+        if self.level_logit is None and not 0.0 < self.level < 1.0:
+            raise InputError("--level is a probability in (0, 1); use --level-logit for a logit")
+
+    @property
+    def logit(self) -> float:
+        return self.level_logit if self.level_logit is not None else math.log(self.level / (1 - self.level))
+
+
+# --------------------------------------------------------------------------- grid evaluation
+
+
+@torch.no_grad()
+def evaluate_grid(weights: torch.Tensor, cfg: MLPConfig, res: int, chunk: int = 2**18,
+                  device: str | torch.device | None = None) -> torch.Tensor:
+    """Logits of B MLPs on the res^3 grid over [-0.5, 0.5]^3: weights [B, P] -> [B, res, res, res] (CPU).
+
+    Index [b, i, j, k] is the point (x_i, y_j, z_k) with x_i = -0.5 + i / (res - 1).
+    Memory: about chunk * hidden * 8 bytes of activations (at least one x-slice per MLP).
+    """
+    if cfg.in_dim != 3:
+        raise ValueError("evaluate_grid needs a 3D MLP (in_dim=3); fix t for a 4D MLP first")
+    device = torch.device(device) if device is not None else weights.device
+    tensors = split_weights(weights.to(device, torch.float32), cfg)
+    n_mlp = weights.shape[0]
+    grid = torch.linspace(-0.5, 0.5, res, device=device)
+    # Columns of W1 for coordinate d are d, d+3, d+6, ...: [d, sin d, cos d, sin 2d, ...] in order.
+    enc = positional_encoding(grid[:, None], cfg.multires, cfg.include_input)  # [res, E/3]
+    w1, b1 = tensors[0], tensors[1]
+    tables = [torch.matmul(enc, w1[:, :, d::3].transpose(1, 2)) for d in range(3)]  # 3 x [B, res, H]
+    tables[0] = tables[0] + b1[:, None, :]
+    ax, ay, az = tables
+    out = torch.empty(n_mlp, res, res, res)
+    rows = max(1, chunk // (n_mlp * res * res))
+    hidden = tensors[2:]
+    for i0 in range(0, res, rows):
+        i1 = min(res, i0 + rows)
+        h = (ax[:, i0:i1, None, None, :] + ay[:, None, :, None, :]) + az[:, None, None, :, :]
+        h = torch.relu_(h.reshape(n_mlp, -1, h.shape[-1]))
+        for layer in range(len(hidden) // 2):
+            w, b = hidden[2 * layer], hidden[2 * layer + 1]
+            h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            if layer < len(hidden) // 2 - 1:
+                h = torch.relu_(h)
+        out[:, i0:i1] = h[..., 0].reshape(n_mlp, i1 - i0, res, res).cpu()
+    return out
+
+
+# --------------------------------------------------------------------------- marching cubes
+
+
+def field_to_mesh(field: np.ndarray | torch.Tensor, level: float = 0.0) -> tuple[trimesh.Trimesh | None, str]:
+    """Marching cubes on a [res, res, res] logit grid over [-0.5, 0.5]^3; returns (mesh, status).
+
+    status is "ok", "empty" (no point at or above `level`) or "full" (no point below it).
+    Inside is the larger side, which scikit-image's "ascent" convention orients outwards
+    (checked by a positive volume in tests/test_mesh.py).
+    """
+    from skimage.measure import marching_cubes
+
+    field = np.asarray(field, np.float32)
+    if not np.isfinite(field).all():
+        raise ValueError("the field has NaN or infinite values")
+    if field.max() <= level:
+        return None, "empty"
+    if field.min() >= level:
+        return None, "full"
+    res = field.shape[0]
+    spacing = 1.0 / (res - 1)
+    verts, faces, _, _ = marching_cubes(field, level, spacing=(spacing,) * 3, method="lewiner",
+                                       gradient_direction="ascent")
+    return trimesh.Trimesh(verts - 0.5, faces, process=False), "ok"
+
+
+def extract_meshes(weight_set: WeightSet | str | Path, res: int = 256, level: float = 0.5,
+                   level_logit: float | None = None, batch_shapes: int = 4, chunk: int = 2**18,
+                   device: str | torch.device = "cpu", progress: bool = False) -> list[trimesh.Trimesh | None]:
+    """One mesh per MLP of a weight set (None, with a warning naming the shape, for an empty/full field)."""
+    ws = load_weight_set(weight_set) if isinstance(weight_set, (str, Path)) else weight_set
+    cfg = MeshConfig(res=res, level=level, level_logit=level_logit, chunk=chunk, batch_shapes=batch_shapes)
+    meshes: list[trimesh.Trimesh | None] = []
+    for start in tqdm(range(0, len(ws.names), batch_shapes), disable=not progress, desc="mesh"):
+        fields = evaluate_grid(ws.weights[start:start + batch_shapes], ws.mlp, res, chunk, device)
+        for name, field in zip(ws.names[start:start + batch_shapes], fields):
+            meshes.append(_mesh_or_warn(name, field, cfg.logit))
+    return meshes
+
+
+def _mesh_or_warn(name: str, field: torch.Tensor, logit: float) -> trimesh.Trimesh | None:
+    mesh, status = field_to_mesh(field.numpy(), logit)
+    if status != "ok":
+        side = "outside" if status == "empty" else "inside"
+        warnings.warn(f"{name}: every grid point is {side} the level set (logit {logit:g}); no mesh", stacklevel=3)
+    return mesh
+
+
+def surface_cloud(mesh: trimesh.Trimesh, n: int, seed: int) -> np.ndarray:
+    """n area-uniform surface samples, float32 [n, 3]."""
+    points, _ = trimesh.sample.sample_surface(mesh, n, seed=seed)
+    return np.asarray(points, np.float32)
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def mesh_weights(weights: str | Path, out: str | Path, cfg: MeshConfig = MeshConfig(), device: str = "auto",
+                 progress: bool = True) -> dict[str, str]:
+    """Write OUT/meshes/<name>.<format>, OUT/clouds/<name>.npy and OUT/mesh.json; return name -> status.
+
+    Resumable: names already recorded in mesh.json with their files present are skipped.
+    """
+    ws = load_weight_set(weights)
+    out = ensure_writable_dir(out)
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    status_path = out / "mesh.json"
+    record = {"config": asdict(cfg), "level_logit": cfg.logit, "weights": str(weights), "status": {}}
+    if status_path.exists():
+        old = read_json(status_path)
+        if old.get("config") != record["config"]:
+            raise InputError(f"{status_path}: written with other settings; use a new output folder")
+        record["status"] = {n: s for n, s in old.get("status", {}).items() if s != "ok" or _files_exist(out, n, cfg)}
+    todo = [n for n in ws.names if n not in record["status"]]
+    index = {n: i for i, n in enumerate(ws.names)}
+    bar = tqdm(total=len(ws.names), initial=len(ws.names) - len(todo), desc="mesh", unit="shape",
+               disable=not progress)
+    t0 = time.perf_counter()
+    for start in range(0, len(todo), cfg.batch_shapes):
+        names = todo[start:start + cfg.batch_shapes]
+        fields = evaluate_grid(ws.weights[[index[n] for n in names]], ws.mlp, cfg.res, cfg.chunk, dev)
+        for name, field in zip(names, fields):
+            mesh = _mesh_or_warn(name, field, cfg.logit)
+            if mesh is not None:
+                path = out / "meshes" / f"{safe_name(name)}.{cfg.format}"
+                with atomic_path(path) as tmp:
+                    mesh.export(tmp, file_type=cfg.format)
+                seed = cfg.seed * 1_000_003 + index[name]
+                save_npy(out / "clouds" / f"{safe_name(name)}.npy", surface_cloud(mesh, cfg.n_points, seed))
+            record["status"][name] = "ok" if mesh is not None else field_status(field, cfg.logit)
+            bar.update(1)
+        write_json(status_path, record)
+    bar.close()
+    record["seconds"] = round(time.perf_counter() - t0, 2)
+    write_json(status_path, record)
+    counts = {s: sum(v == s for v in record["status"].values()) for s in ("ok", "empty", "full")}
+    print(f"meshes: {counts['ok']} ok, {counts['empty']} empty, {counts['full']} full -> {out}")
+    return record["status"]
+
+
+def field_status(field: torch.Tensor, logit: float) -> str:
+    return "empty" if float(field.max()) <= logit else "full"
+
+
+def _files_exist(out: Path, name: str, cfg: MeshConfig) -> bool:
+    return (out / "meshes" / f"{safe_name(name)}.{cfg.format}").is_file() and \
+        (out / "clouds" / f"{safe_name(name)}.npy").is_file()
+
+
+def register(subparsers) -> None:
+    d = MeshConfig()
+    p = subparsers.add_parser("mesh", help="MLP weights -> marching-cubes meshes and 2048-point clouds",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("weights", help="weights.safetensors (or its folder) from fit or sample")
+    p.add_argument("out", help="output folder: meshes/, clouds/, mesh.json")
+    p.add_argument("--res", type=int, default=d.res, help="grid resolution (default: %(default)s)")
+    p.add_argument("--level", type=float, default=d.level, help="surface probability (default: %(default)s)")
+    p.add_argument("--level-logit", type=float, default=None,
+                   help="surface as a logit; overrides --level (official test: 1.386)")
+    p.add_argument("--n-points", type=int, default=d.n_points, help="cloud points (default: %(default)s)")
+    p.add_argument("--format", choices=FORMATS, default=d.format)
+    p.add_argument("--batch-shapes", type=int, default=d.batch_shapes, help="MLPs evaluated together")
+    p.add_argument("--chunk", type=int, default=d.chunk, help="grid points per pass (memory bound)")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available")
+    cfg = MeshConfig(res=args.res, level=args.level, level_logit=args.level_logit, n_points=args.n_points,
+                     format=args.format, chunk=args.chunk, batch_shapes=args.batch_shapes, seed=args.seed)
+    mesh_weights(args.weights, args.out, cfg, args.device, progress=not args.no_progress)
+    return 0

@@ -1,0 +1,151 @@
+"""Sample new MLP weights from a trained diffusion checkpoint, then mesh them (paper Sec. 3.3).
+
+`hyperdiffusion sample CKPT OUT --n 100 --steps 50` rebuilds the model from the
+checkpoint file alone, samples with the EMA weights, and writes
+
+    OUT/batches/batch_XXXX.safetensors   one per batch, written as it finishes (resume unit)
+    OUT/weights.safetensors (+ .json)    all samples, the format `fit` writes; names sample_0000 ...
+    OUT/meshes/, OUT/clouds/, OUT/mesh.json   through the mesh stage (unless --no-mesh)
+
+The paper samples with DDIM, eta = 0, over all 500 steps, in batches of 100,
+without clipping (REFERENCE.md, "Sampling and meshes"). Each batch's noise comes
+from a generator seeded by (seed, batch index), so a rerun after a crash
+recomputes only the unfinished batch and gives the same result as a run that
+never stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from hyperdiffusion.io import InputError, ensure_writable_dir, load_safetensors, save_safetensors
+from hyperdiffusion.mlp import save_weight_set
+from hyperdiffusion.train import autocast_context, load_denoiser, resolve_device, seeded_generator
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """Defaults are the paper's test-time sampling (DDIM, eta 0, all steps, batches of 100)."""
+
+    n: int = 100
+    sampler: str = "ddim"  # "ddim" or "ddpm"
+    steps: int | None = None  # DDIM steps; None = all T (paper)
+    eta: float = 0.0
+    batch_size: int = 100
+    seed: int = 0
+    use_ema: bool = True  # the paper has no EMA; --no-ema samples the raw weights
+    precision: str = "fp32"
+    device: str = "auto"
+    mesh: bool = True
+    res: int | None = None  # marching-cubes resolution; None = the mesh stage's default
+    level: float | None = None  # logit level; None = the mesh stage's default
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _batch_path(out: Path, b: int) -> Path:
+    return out / "batches" / f"batch_{b:04d}.safetensors"
+
+
+def _sample_batch(model, diffusion, norm, cfg: SampleConfig, b: int, size: int, dim: int,
+                  device: torch.device) -> torch.Tensor:
+    # The starting noise (and DDPM/DDIM-eta noise) comes from a CPU generator on CPU; on GPU we seed
+    # the device generator, which is reproducible on one machine but not bitwise across machines.
+    if device.type == "cpu":
+        g = seeded_generator(cfg.seed, 4, b)
+    else:
+        g = torch.Generator(device=device).manual_seed(int(seeded_generator(cfg.seed, 4, b).initial_seed()))
+    with autocast_context(cfg.precision, device):
+        x = diffusion.sample(model, (size, dim), sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta,
+                             generator=g, device=device)
+    return norm.decode(x.float()).cpu()
+
+
+def sample_weights(ckpt: str | Path, out_dir: str | Path, cfg: SampleConfig = SampleConfig(), *,
+                   progress: bool = True) -> Path:
+    """Sample `cfg.n` weight vectors into OUT/weights.safetensors (resumable by batch); returns its path."""
+    if cfg.n < 1 or cfg.batch_size < 1:
+        raise InputError(f"--n and --batch-size must be positive; got {cfg.n} and {cfg.batch_size}")
+    out = ensure_writable_dir(out_dir)
+    device = resolve_device(cfg.device)
+    model, diffusion, norm, meta = load_denoiser(ckpt, use_ema=cfg.use_ema, device=device)
+    mlp = model.mlp_cfg
+    sizes = [min(cfg.batch_size, cfg.n - s) for s in range(0, cfg.n, cfg.batch_size)]
+    batch_meta = {"config": cfg.to_dict(), "checkpoint_step": meta["step"]}
+    parts = []
+    for b in tqdm(range(len(sizes)), desc="sample", disable=not progress):
+        path = _batch_path(out, b)
+        if path.is_file():
+            tensors, bm = load_safetensors(path)
+            if bm.get("batch") == {**batch_meta, "size": sizes[b]}:
+                parts.append(tensors["weights"])
+                continue  # finished before a crash or an earlier run with the same settings
+        w = _sample_batch(model, diffusion, norm, cfg, b, sizes[b], mlp.n_params, device)
+        save_safetensors(path, {"weights": w}, {"batch": {**batch_meta, "size": sizes[b]}})
+        parts.append(w)
+    weights = torch.cat(parts)
+    n_bad = int((~torch.isfinite(weights)).any(dim=1).sum())
+    names = [f"sample_{i:04d}" for i in range(cfg.n)]
+    path = out / "weights.safetensors"
+    save_weight_set(path, weights, names, mlp, extra={
+        "stage": "sample", "sample_config": cfg.to_dict(), "checkpoint": str(ckpt),
+        "checkpoint_step": meta["step"], "weights_used": meta["weights_used"],
+        "train_config": meta["train_config"], "n_non_finite": n_bad})
+    return path
+
+
+def mesh_samples(weights_path: Path, out_dir: Path, cfg: SampleConfig) -> Any:
+    """Meshes and point clouds through the mesh stage (hyperdiffusion.mesh, written by the fit helper)."""
+    # COORDINATION POINT: the mesh stage's Python entry point. Adjust here if mesh.py names it differently.
+    from hyperdiffusion import mesh as mesh_stage
+
+    overrides = {k: v for k, v in (("res", cfg.res), ("level", cfg.level)) if v is not None}
+    mesh_cfg = mesh_stage.MeshConfig(**overrides)
+    return mesh_stage.mesh_weight_file(weights_path, out_dir, mesh_cfg)
+
+
+def sample(ckpt: str | Path, out_dir: str | Path, cfg: SampleConfig = SampleConfig(), *, progress: bool = True) -> Path:
+    """The whole stage: weights, then meshes unless cfg.mesh is False."""
+    path = sample_weights(ckpt, out_dir, cfg, progress=progress)
+    if cfg.mesh:
+        mesh_samples(path, Path(out_dir), cfg)
+    return path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("sample", help="sample new MLPs from a trained diffusion checkpoint, then mesh them",
+                              description="Sample MLP weights (EMA weights, DDIM eta 0 by default) and mesh them. "
+                                          "Rerun the same command to resume after a crash.")
+    p.add_argument("ckpt", help="checkpoint: training OUT folder, its checkpoints/ folder, or last.safetensors")
+    p.add_argument("out", help="output folder")
+    p.add_argument("--n", type=int, default=100, help="number of MLPs to sample (default 100)")
+    p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: all T, as the paper)")
+    p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic, the paper)")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-ema", action="store_true", help="sample with the raw weights instead of the EMA")
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-mesh", action="store_true", help="write weights only")
+    p.add_argument("--res", type=int, default=None, help="marching-cubes resolution (default: the mesh stage's)")
+    p.add_argument("--level", type=float, default=None, help="logit level for marching cubes (default: the mesh stage's)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    cfg = SampleConfig(n=args.n, sampler=args.sampler, steps=args.steps, eta=args.eta, batch_size=args.batch_size,
+                       seed=args.seed, use_ema=not args.no_ema, precision=args.precision, device=args.device,
+                       mesh=not args.no_mesh, res=args.res, level=args.level)
+    path = sample(args.ckpt, args.out, cfg, progress=not args.no_progress)
+    print(json.dumps({"weights": str(path), "n": cfg.n}))
+    return 0
