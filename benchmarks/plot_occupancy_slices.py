@@ -39,7 +39,8 @@ def normalised(path: Path) -> trimesh.Trimesh:
 
 def plane_points(axis: int, level: float, res: int) -> tuple[np.ndarray, tuple[int, int]]:
     """Grid points [res*res, 3] on the plane coordinate[axis] = level, and the two in-plane axes."""
-    a, b = [k for k in range(3) if k != axis]
+    # Draw with Y (up) vertical in the side view and X across in the top views.
+    a, b = {0: (2, 1), 1: (0, 2), 2: (0, 1)}[axis]
     u = np.linspace(-0.5, 0.5, res)
     g = np.zeros((res, res, 3))
     g[..., a], g[..., b] = np.meshgrid(u, u, indexing="xy")
@@ -71,11 +72,13 @@ def main():
     for row, name in zip(axes, SHAPES):
         mesh = normalised(DATA / name)
         lo, hi = mesh.bounds[:, 1]
-        # Y is up: the seat / top is the level in the upper 70 % with the most surface area
-        # crossing it; the legs are sampled at 20 % of the height.
-        heights = np.linspace(lo + 0.3 * (hi - lo), hi - 0.02 * (hi - lo), 40)
-        areas = [len(trimesh.intersections.mesh_plane(mesh, [0, 1, 0], [0, h, 0])) for h in heights]
-        top = heights[int(np.argmax(areas))] - 0.01
+        # Y is up: the seat / top is the level in the upper 80 % with the most inside
+        # points on a coarse grid; the legs are sampled at 20 % of the height.
+        u = np.linspace(-0.5, 0.5, 48)
+        heights = u[(u > lo + 0.2 * (hi - lo)) & (u < hi)]
+        coarse = np.stack(np.meshgrid(u, heights, u, indexing="ij"), -1).reshape(-1, 3)
+        per_level = occupancy.inside(mesh, coarse).reshape(48, len(heights), 48).mean((0, 2))
+        top = float(heights[int(np.argmax(per_level))])
         legs = lo + 0.2 * (hi - lo)
         short = name.split("/")[-1].removesuffix(".ply")
         draw_slice(row[0], mesh, 0, 0.0, args.res, f"{short}: x = 0 (side)")

@@ -9,6 +9,15 @@ import torch
 from hyperdiffusion.diffusion import DiffusionConfig, GaussianDiffusion, ModelMeanType, linear_betas
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Small tensors: a second thread only adds synchronisation cost (10x on a busy machine).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_paper_schedule():
     d = GaussianDiffusion()
     assert d.num_timesteps == 500

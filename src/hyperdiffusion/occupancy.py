@@ -272,17 +272,18 @@ def _classify_patches(vertices, faces, face_id, closest, probe, enclosed_at, win
 
 
 def _probe(centre, normal, probe, enclosed_at, winding_inside):
-    """Kind of the surface at `centre` with unit `normal`, from the far field `probe` in front
-    and behind, and -1 where the normal points inward (else +1).
+    """Kind of the surface at `centre` with unit `normal`, and -1 where the normal points
+    inward (else +1).
 
-    A probe is inside when its voxel is enclosed or the winding number says so. A boundary
-    whose sides the winding number alone gets right is BOUNDARY_W.
+    The voxels are probed `probe` in front and behind (they must leave the surface
+    voxels); the winding number only 1/8 of that, so that a closed plate thinner than two
+    probes still reads as a boundary. A boundary whose sides the winding number alone gets
+    right is BOUNDARY_W.
     """
-    probes = np.concatenate([centre + probe * normal, centre - probe * normal])
-    e_front, e_back = np.split(enclosed_at(probes), 2)
-    # The winding number is needed where the voxels do not already say "enclosed", and
-    # behind every face whose front is outside (to know whether it is BOUNDARY_W).
-    w_front, w_back = np.split(winding_inside(probes, np.concatenate([e_front, e_front & e_back])), 2)
+    e_front, e_back = np.split(enclosed_at(np.concatenate([centre + probe * normal, centre - probe * normal])), 2)
+    near = probe / 8
+    w_front, w_back = np.split(winding_inside(np.concatenate([centre + near * normal, centre - near * normal]),
+                                              np.zeros(2 * len(centre), dtype=bool)), 2)
     front, back = e_front | w_front, e_back | w_back
     kind = np.full(len(centre), SHEET, dtype=np.int8)
     kind[front != back] = BOUNDARY

@@ -45,7 +45,8 @@ class SampleConfig:
     device: str = "auto"
     mesh: bool = True
     res: int | None = None  # marching-cubes resolution; None = the mesh stage's default
-    level: float | None = None  # logit level; None = the mesh stage's default
+    level: float | None = None  # surface occupancy probability; None = the mesh stage's default (0.5)
+    level_logit: float | None = None  # overrides `level`; the paper's test meshes used 1.386 (p = 0.8) at res 356
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,21 +103,20 @@ def sample_weights(ckpt: str | Path, out_dir: str | Path, cfg: SampleConfig = Sa
     return path
 
 
-def mesh_samples(weights_path: Path, out_dir: Path, cfg: SampleConfig) -> Any:
+def mesh_samples(weights_path: Path, out_dir: Path, cfg: SampleConfig, progress: bool = True) -> Any:
     """Meshes and point clouds through the mesh stage (hyperdiffusion.mesh, written by the fit helper)."""
-    # COORDINATION POINT: the mesh stage's Python entry point. Adjust here if mesh.py names it differently.
-    from hyperdiffusion import mesh as mesh_stage
+    from hyperdiffusion.mesh import MeshConfig, mesh_weights
 
-    overrides = {k: v for k, v in (("res", cfg.res), ("level", cfg.level)) if v is not None}
-    mesh_cfg = mesh_stage.MeshConfig(**overrides)
-    return mesh_stage.mesh_weight_file(weights_path, out_dir, mesh_cfg)
+    overrides = {k: v for k, v in (("res", cfg.res), ("level", cfg.level), ("level_logit", cfg.level_logit))
+                 if v is not None}
+    return mesh_weights(weights_path, out_dir, MeshConfig(**overrides), device=cfg.device, progress=progress)
 
 
 def sample(ckpt: str | Path, out_dir: str | Path, cfg: SampleConfig = SampleConfig(), *, progress: bool = True) -> Path:
     """The whole stage: weights, then meshes unless cfg.mesh is False."""
     path = sample_weights(ckpt, out_dir, cfg, progress=progress)
     if cfg.mesh:
-        mesh_samples(path, Path(out_dir), cfg)
+        mesh_samples(path, Path(out_dir), cfg, progress=progress)
     return path
 
 
@@ -137,7 +137,10 @@ def register(subparsers) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-mesh", action="store_true", help="write weights only")
     p.add_argument("--res", type=int, default=None, help="marching-cubes resolution (default: the mesh stage's)")
-    p.add_argument("--level", type=float, default=None, help="logit level for marching cubes (default: the mesh stage's)")
+    p.add_argument("--level", type=float, default=None,
+                   help="surface occupancy probability for marching cubes (default: the mesh stage's, 0.5)")
+    p.add_argument("--level-logit", type=float, default=None,
+                   help="surface level as a logit, overrides --level (paper test meshes: 1.386 at --res 356)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_main)
 
@@ -145,7 +148,7 @@ def register(subparsers) -> None:
 def _main(args: argparse.Namespace) -> int:
     cfg = SampleConfig(n=args.n, sampler=args.sampler, steps=args.steps, eta=args.eta, batch_size=args.batch_size,
                        seed=args.seed, use_ema=not args.no_ema, precision=args.precision, device=args.device,
-                       mesh=not args.no_mesh, res=args.res, level=args.level)
+                       mesh=not args.no_mesh, res=args.res, level=args.level, level_logit=args.level_logit)
     path = sample(args.ckpt, args.out, cfg, progress=not args.no_progress)
     print(json.dumps({"weights": str(path), "n": cfg.n}))
     return 0

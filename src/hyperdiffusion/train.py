@@ -80,8 +80,8 @@ class TrainConfig:
     val_every_epochs: int = 15  # paper: every 15 epochs; 0 = never
     val_samples: int = 4
     val_ddim_steps: int = 50
-    val_res: int = 128
-    val_level: float = 0.0
+    val_res: int = 256
+    val_level: float = 0.0  # logit (paper validation: res 256, level 0)
 
     def transformer_config(self) -> TransformerConfig:
         sizes = {k: getattr(self, k) for k in ("n_embd", "n_layer", "n_head") if getattr(self, k) is not None}
@@ -332,8 +332,7 @@ def validate(model: torch.nn.Module, diffusion: GaussianDiffusion, norm: Standar
     except ImportError:
         return out
     names = [f"val_{i:02d}" for i in range(len(w))]
-    meshes = extract_meshes(WeightSet(w, names, mlp, {}), cfg.val_res, cfg.val_level)
-    meshes = list(meshes.values()) if isinstance(meshes, dict) else list(meshes)
+    meshes = extract_meshes(WeightSet(w, names, mlp, {}), res=cfg.val_res, level_logit=cfg.val_level, device=device)
     out["val/nonempty_fraction"] = sum(m is not None and len(getattr(m, "faces", [])) > 0 for m in meshes) / max(len(meshes), 1)
     return out
 
