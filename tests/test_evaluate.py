@@ -52,11 +52,11 @@ def test_far_samples_score_worse(tmp_path):
     ref = _ellipsoids(6, 0, [1, 1, 1])
     near = _ellipsoids(6, 1, [1, 1, 1])
     far = _ellipsoids(6, 2, [1, 0.1, 0.1])  # needles, not spheres
-    cfg = EvalConfig(n_points=N, emd="approx", norm="hd")
+    cfg = EvalConfig(n_points=N, emd="exact", emd_points=64, norm="hd")
     good, bad = evaluate(near, ref, cfg, progress=False), evaluate(far, ref, cfg, progress=False)
     assert bad["nna_cd"] == 1.0 and bad["nna_emd"] == 1.0
     assert bad["mmd_cd"] > good["mmd_cd"] and bad["mmd_emd"] > good["mmd_emd"]
-    assert good["modes"]["emd"]["mode"] == "approx"
+    assert good["modes"]["emd"]["points"] == 64
 
 
 def test_fewer_samples_than_references_is_an_error():

@@ -293,6 +293,10 @@ def test_folder_names_are_safe_and_unique(tmp_path):
     _box(tmp_path / "sub dir" / "b.stl")
     sources, layout = prep.find_sources(tmp_path)
     assert layout == "folder" and [s.name for s in sources] == ["a_obj", "a_ply", "sub_dir_b"]
+    # An output folder inside the source folder is not read back as input.
+    prep.prepare(tmp_path, tmp_path / "out", SMALL, progress=False)
+    assert [s.name for s in prep.find_sources(tmp_path, exclude=tmp_path / "out")[0]] == ["a_obj", "a_ply", "sub_dir_b"]
+    assert prep.prepare(tmp_path, tmp_path / "out", SMALL, progress=False).n_reused == 3
 
 
 def test_multi_part_glb_is_concatenated(tmp_path):

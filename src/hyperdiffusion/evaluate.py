@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from hyperdiffusion import metrics
-from hyperdiffusion.io import InputError, load_npy, read_json, write_json
+from hyperdiffusion.io import InputError, ensure_writable_dir, load_npy, read_json, write_json
 
 MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl", ".glb", ".gltf")
 
@@ -85,16 +85,20 @@ def _read_cloud(file: Path, n_points: int, rng: np.random.Generator) -> np.ndarr
     else:
         import trimesh
 
-        mesh = trimesh.load(file, force="mesh")
-        if len(mesh.faces) == 0:
+        try:
+            mesh = trimesh.load(file, force="mesh")
+        except Exception as e:  # each trimesh reader fails on bad bytes in its own way
+            detail = str(e).splitlines()[0][:200] if str(e) else ""
+            raise InputError(f"{file}: not a readable mesh ({type(e).__name__}: {detail})") from None
+        if not hasattr(mesh, "faces") or len(mesh.faces) == 0:
             raise InputError(f"{file}: mesh has no faces")
         cloud, _ = trimesh.sample.sample_surface(mesh, n_points, seed=int(rng.integers(2**31)))
     if len(cloud) < n_points:
         raise InputError(f"{file}: {len(cloud)} points, fewer than the {n_points} the metrics use")
+    if not np.isfinite(cloud).all():  # before subsampling, which could hide a bad point
+        raise InputError(f"{file}: contains NaN or infinite coordinates")
     if len(cloud) > n_points:
         cloud = cloud[rng.choice(len(cloud), n_points, replace=False)]
-    if not np.isfinite(cloud).all():
-        raise InputError(f"{file}: contains NaN or infinite coordinates")
     return np.asarray(cloud, np.float64)
 
 
@@ -263,6 +267,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     cfg = EvalConfig(norm=args.norm, emd=args.emd, emd_points=args.emd_points, emd_squared=args.emd_squared,
                      n_points=args.points, split=args.split, train_split=args.train_split, seed=args.seed,
                      device=args.device, fpd_net=args.fpd_net, train=args.train)
+    ensure_writable_dir(Path(args.out).parent)  # fail before the metrics are computed, not after
     result = evaluate(args.samples, args.reference, cfg)
     result["modes"]["config"] = asdict(cfg)
     write_json(args.out, result)

@@ -190,7 +190,11 @@ def load_feature_net(path: str | Path) -> FeatureNet:
         try:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise InputError(f"{path}: not a loadable torch checkpoint ({type(e).__name__}: {e})") from None
+            # torch's message spans many lines and suggests weights_only=False; keep the line that names the cause
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            cause = next((ln for ln in lines if ln.startswith("Unsupported")), lines[0] if lines else "")
+            raise InputError(f"{path}: not a loadable torch checkpoint, refused without running it "
+                             f"({type(e).__name__}: {cause[:200]})") from None
         state = ckpt.get("model_state_dict", ckpt) if isinstance(ckpt, dict) else None
         if not isinstance(state, dict):
             raise InputError(f"{path}: expected a dict with 'model_state_dict'")

@@ -132,11 +132,13 @@ class Source:
     reason: str | None = None  # set when the source is known to be unusable (unsupported format)
 
 
-def find_sources(src: str | os.PathLike, count: int | None = None, seed: int = 0) -> tuple[list[Source], str]:
+def find_sources(src: str | os.PathLike, count: int | None = None, seed: int = 0,
+                 exclude: str | os.PathLike | None = None) -> tuple[list[Source], str]:
     """The shapes under `src` and the layout found: "builtin", "shapenet", "folder" or "file".
 
     `builtin:<family>` makes `count` shapes named `<family>_0000`.. with seeds
     `seed + index`; for folders `count` keeps the first `count` shapes by name.
+    Files under `exclude` (the output folder, when it lies inside `src`) are ignored.
     """
     text = str(src)
     if text.startswith("builtin:"):
@@ -157,7 +159,9 @@ def find_sources(src: str | os.PathLike, count: int | None = None, seed: int = 0
     if not root.is_dir():
         raise InputError(f"{root}: not a file or folder")
 
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    skip = Path(exclude).resolve() if exclude is not None else None
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and not (skip is not None and p.resolve().is_relative_to(skip)))
     shapenet = [p for p in files if p.name in SHAPENET_FILES]
     if shapenet:
         # The shape id is the folder holding model.obj (v1) or holding models/ (v2).
@@ -450,7 +454,7 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike, config: PrepareConfi
     config = config.resolved()
     if config.split_file is not None:
         read_split_file(config.split_file)  # fail early, before hours of work
-    sources, layout = find_sources(src, count=count, seed=config.seed)
+    sources, layout = find_sources(src, count=count, seed=config.seed, exclude=out)
     if not sources:
         raise InputError(f"{src}: no mesh files found (looked for {' '.join(MESH_EXTENSIONS)})")
     root = ensure_writable_dir(out)
@@ -727,6 +731,10 @@ def run(args: argparse.Namespace) -> int:
     result = prepare(args.src, args.out, config, count=args.count, progress=not args.no_progress)
     print(summary(result))
     if result.n_ok == 0:
-        print(f"hyperdiffusion prepare: error: nothing was prepared from {args.src}", file=sys.stderr)
+        # One line that names the problem, not only the source: with one input file, its skip reason.
+        reasons = sorted(result.skipped.items())
+        why = f" ({reasons[0][0]}: {reasons[0][1]}" + (f"; and {len(reasons) - 1} more" if len(reasons) > 1 else "") \
+            + ")" if reasons else ""
+        print(f"hyperdiffusion prepare: error: nothing was prepared from {args.src}{why}", file=sys.stderr)
         return 1
     return 0
