@@ -129,8 +129,9 @@ class Outcome:
     def message(self) -> str:
         if self.exception:
             return f"traceback: {self.exception}"
+        # the CLI's error line; a progress bar drawn with \r may share its terminal line
+        errors = re.findall(r"hyperdiffusion \w+: error: [^\r\n]*", self.stderr)
         lines = [ln for ln in self.stderr.splitlines() if ln.strip()]
-        errors = [ln for ln in lines if ln.startswith("hyperdiffusion ")]  # a progress bar may print after it
         return errors[-1] if errors else (lines[-1] if lines else "")
 
 

@@ -358,6 +358,9 @@ def train(weights_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
     ws = load_weight_set(weights_path)
     mlp, train_w = ws.mlp, ws.weights
     n, dim = train_w.shape
+    bad = int((~torch.isfinite(train_w)).any(dim=1).sum())
+    if bad:  # one NaN row makes every loss NaN: the whole run would be wasted silently
+        raise InputError(f"{weights_path}: {bad} of {n} weight vectors contain NaN or infinite values")
     if resume and (ckpt_meta["data"]["n"] != n or MLPConfig.from_dict(ckpt_meta["mlp"]) != mlp):
         raise InputError(f"{weights_path}: differs from the weight set the run in {out} was trained on "
                          f"({ckpt_meta['data']['n']} MLPs, {ckpt_meta['mlp']}); use a new OUT folder")
