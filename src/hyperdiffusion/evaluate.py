@@ -156,6 +156,8 @@ def evaluate(samples, reference, config: EvalConfig = EvalConfig(), progress: bo
     s_raw, s_names, s_kind = _as_clouds(samples, cfg.split, cfg)
     r_raw, r_names, r_kind = _as_clouds(reference, cfg.split, cfg)
     n_generated = len(s_raw)
+    all_names = list(s_names)  # novelty is about every generated shape, not the protocol's subset
+    s_all = metrics.normalize_clouds(s_raw, cfg.norm)
     if len(s_raw) < len(r_raw):
         raise InputError(f"{len(s_raw)} samples for {len(r_raw)} reference shapes: the protocol needs at "
                          "least as many samples as references")
@@ -209,7 +211,9 @@ def evaluate(samples, reference, config: EvalConfig = EvalConfig(), progress: bo
 
     if cfg.train:
         t_raw, t_names, _ = load_clouds(cfg.train, cfg.train_split, cfg.n_points, cfg.seed)
-        result["novelty"] = novelty(s, r, metrics.normalize_clouds(t_raw, cfg.norm), t_names, device)
+        result["novelty"] = novelty(s_all, r, metrics.normalize_clouds(t_raw, cfg.norm), t_names, device)
+        for row, name in zip(result["novelty"]["nearest"], all_names):
+            row["sample"] = name
     else:
         result["novelty"] = None
 
