@@ -31,7 +31,7 @@ class DemoConfig:
     n_uniform: int = 20_000
     fit_preset: str = "cpu"
     fit_batch_shapes: int = 16
-    train_steps: int = 1200
+    train_steps: int = 2000
     n_samples: int = 16
     ddim_steps: int = 50
     mesh_res: int = 96
@@ -60,7 +60,7 @@ def _stage(name: str, log: list[dict[str, Any]]):
 
 def run_demo(out: str | Path = "demo-run", cfg: DemoConfig = DemoConfig(), *, progress: bool = True) -> dict[str, Any]:
     """Run the whole pipeline into `out`; return the metrics dict (also in out/metrics.json)."""
-    from hyperdiffusion import evaluate as evaluate_stage
+    from hyperdiffusion.evaluate import EvalConfig, evaluate, format_table
     from hyperdiffusion.fit import PRESETS as FIT_PRESETS, fit_dataset
     from hyperdiffusion.mesh import MeshConfig, mesh_weights
     from hyperdiffusion.prepare import PrepareConfig, prepare
@@ -75,7 +75,7 @@ def run_demo(out: str | Path = "demo-run", cfg: DemoConfig = DemoConfig(), *, pr
     done = _stage(f"prepare builtin:{cfg.family} x {cfg.count}", timings)
     prep_cfg = PrepareConfig(n_surface=cfg.n_surface, n_uniform=cfg.n_uniform, seed=cfg.seed)
     result = prepare(f"builtin:{cfg.family}", out / "data", prep_cfg, count=cfg.count, progress=progress)
-    done(prepared=result.n_ok if hasattr(result, "n_ok") else None)
+    done(prepared=result.n_ok)
 
     done = _stage("fit one MLP per train shape", timings)
     fit_cfg = replace(FIT_PRESETS[cfg.fit_preset], seed=cfg.seed)
@@ -100,9 +100,12 @@ def run_demo(out: str | Path = "demo-run", cfg: DemoConfig = DemoConfig(), *, pr
     done()
 
     done = _stage("evaluate: MMD, COV, 1-NNA (CD, EMD), novelty", timings)
-    metrics = evaluate_stage.evaluate_paths(out / "samples", out / "data", out=out / "metrics.json", split="test",
-                                            train=out / "data", emd=cfg.emd, emd_points=cfg.emd_points,
-                                            seed=cfg.seed)
+    eval_cfg = EvalConfig(emd=cfg.emd, emd_points=cfg.emd_points, split="test", train=str(out / "data"),
+                          seed=cfg.seed, device=cfg.device)
+    metrics = evaluate(out / "samples", out / "data", eval_cfg, progress=progress)
+    metrics["modes"]["config"] = asdict(eval_cfg)
+    write_json(out / "metrics.json", metrics)
+    print(format_table(metrics))
     done()
 
     done = _stage("pictures and gallery", timings)
@@ -132,14 +135,14 @@ def _pictures(out: Path, metrics: dict[str, Any]) -> None:
     fitted = [_load_or_none(out / "mlps" / "meshes" / f"{n}.ply") for n in train_names]
     render_grid(fitted, images / "fitted_mlps.png", ncols=4, titles=[f"MLP of {n}" for n in train_names])
 
-    nearest = {row["sample"]: row for row in metrics.get("novelty", {}).get("per_sample", [])}
+    nearest = {row["sample"]: row["train_name"] for row in (metrics.get("novelty") or {}).get("nearest", [])}
     sample_names = sorted(p.stem for p in (out / "samples" / "meshes").glob("*.ply"))
     tiles, titles, gallery_meshes = [], [], {}
     for name in sample_names:
         gen = _load_or_none(out / "samples" / "meshes" / f"{name}.ply")
         tiles.append(gen)
         titles.append(name)
-        near = nearest.get(name, {}).get("nearest_train")
+        near = nearest.get(name)
         tiles.append(trimesh.load(mesh_path(out / "data", near), force="mesh") if near else None)
         titles.append(f"nearest train: {near}" if near else "nearest train: ?")
         if gen is not None:
@@ -172,7 +175,7 @@ def _fmt(v: Any) -> str:
 
 def _metrics_table_html(metrics: dict[str, Any]) -> str:
     rows = "".join(f"<tr><th>{label}</th><td>{_fmt(metrics.get(key))}</td></tr>" for key, label in METRIC_ROWS)
-    copy = metrics.get("novelty", {}).get("copy_rate")
+    copy = (metrics.get("novelty") or {}).get("copy_rate")
     rows += f"<tr><th>copy rate</th><td>{_fmt(copy)}</td></tr>"
     return f"<table>{rows}</table><p>Modes: <code>{metrics.get('modes', {})}</code></p>"
 
@@ -185,7 +188,7 @@ def _print_table(metrics: dict[str, Any], timings: list[dict[str, Any]]) -> None
     print("\nmetric        value   (raw: MMD in normalised units, COV and 1-NNA as fractions)")
     for key, label in METRIC_ROWS:
         print(f"  {label:<11} {_fmt(metrics.get(key)):>8}")
-    print(f"  {'copy rate':<11} {_fmt(metrics.get('novelty', {}).get('copy_rate')):>8}")
+    print(f"  {'copy rate':<11} {_fmt((metrics.get('novelty') or {}).get('copy_rate')):>8}")
 
 
 def register(subparsers) -> None:
