@@ -82,6 +82,8 @@ class TrainConfig:
     val_ddim_steps: int = 50
     val_res: int = 256
     val_level: float = 0.0  # logit (paper validation: res 256, level 0)
+    val_reference: str | None = None  # prepared dataset (or clouds folder) that validation samples are scored against
+    val_split: str = "val"  # its split, for a prepared dataset
 
     def transformer_config(self) -> TransformerConfig:
         sizes = {k: getattr(self, k) for k in ("n_embd", "n_layer", "n_head") if getattr(self, k) is not None}
@@ -112,7 +114,8 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 
 # Fields that may change between a run and its resumption: they do not affect the steps taken.
 RESUMABLE_CHANGES = {"epochs", "max_steps", "device", "log_every", "ckpt_every",
-                     "val_every_epochs", "val_samples", "val_ddim_steps", "val_res", "val_level"}
+                     "val_every_epochs", "val_samples", "val_ddim_steps", "val_res", "val_level",
+                     "val_reference", "val_split"}
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -294,7 +297,7 @@ class MetricsLog:
     def __init__(self, out: Path, resume_step: int):
         self.path = out / "metrics.jsonl"
         if self.path.exists():  # drop records past the checkpoint we resume from: they will be redone
-            keep = [ln for ln in self.path.read_text().splitlines() if ln.strip() and json.loads(ln).get("step", 0) <= resume_step]
+            keep = [ln for ln in self.path.read_text().splitlines() if _record_step(ln) <= resume_step]
             write_bytes(self.path, "".join(ln + "\n" for ln in keep).encode())
         self.tb = None
         try:
@@ -316,28 +319,54 @@ class MetricsLog:
             self.tb.close()
 
 
+def _record_step(line: str) -> float:
+    """The step of a metrics.jsonl line; inf for a blank or torn line (a kill mid-write), so it is dropped."""
+    try:
+        return json.loads(line).get("step", 0) if line.strip() else math.inf
+    except json.JSONDecodeError:
+        return math.inf
+
+
 # ----------------------------------------------------------------------------- validation
 
 
 @torch.no_grad()
 def validate(model: torch.nn.Module, diffusion: GaussianDiffusion, norm: Standardizer, train_weights: torch.Tensor,
              mlp: MLPConfig, cfg: TrainConfig, step: int, device: torch.device) -> dict[str, float]:
-    """Sample a few MLPs; report weight-space distances and, when the mesh stage exists, how many mesh."""
+    """Sample a few MLPs; report weight-space distances, how many mesh, and (with `val_reference`) their
+    MMD / COV / 1-NNA under Chamfer against as many seeded reference shapes (hd normalisation)."""
+    from hyperdiffusion.mesh import extract_meshes
+    from hyperdiffusion.mlp import WeightSet
+
     g = seeded_generator(cfg.seed, 3, step)
     x = diffusion.sample(model, (cfg.val_samples, mlp.n_params), sampler="ddim", steps=cfg.val_ddim_steps,
                          generator=g if device.type == "cpu" else None, device=device)
     w = norm.decode(x.float()).cpu()
     nn_dist = torch.cdist(w, train_weights.cpu()).min(dim=1).values
     out = {"val/nn_dist": nn_dist.mean().item(), "val/sample_std": w.std().item()}
-    try:
-        from hyperdiffusion.mesh import extract_meshes  # written by the fit/mesh stage; optional here
-        from hyperdiffusion.mlp import WeightSet
-    except ImportError:
-        return out
     names = [f"val_{i:02d}" for i in range(len(w))]
     meshes = extract_meshes(WeightSet(w, names, mlp, {}), res=cfg.val_res, level_logit=cfg.val_level, device=device)
-    out["val/nonempty_fraction"] = sum(m is not None and len(getattr(m, "faces", [])) > 0 for m in meshes) / max(len(meshes), 1)
+    meshes = [m for m in meshes if m is not None and len(m.faces) > 0]
+    out["val/nonempty_fraction"] = len(meshes) / max(len(names), 1)
+    if cfg.val_reference and meshes:
+        out.update(_score_validation(meshes, cfg))
     return out
+
+
+def _score_validation(meshes: list, cfg: TrainConfig) -> dict[str, float]:
+    import numpy as np
+
+    from hyperdiffusion import metrics
+    from hyperdiffusion.evaluate import load_clouds
+    from hyperdiffusion.mesh import surface_cloud
+
+    ref, _, _ = load_clouds(cfg.val_reference, cfg.val_split, n_points=2048, seed=cfg.seed)
+    keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(ref))[: len(meshes)])  # equal set sizes
+    ref = metrics.normalize_clouds(ref[keep], "hd")
+    gen = metrics.normalize_clouds(np.stack([surface_cloud(m, 2048, cfg.seed) for m in meshes[: len(ref)]]), "hd")
+    scores = metrics.set_metrics(metrics.pairwise_chamfer(gen), metrics.pairwise_chamfer(gen, ref),
+                                 metrics.pairwise_chamfer(ref))
+    return {f"val/{k}_cd": v for k, v in scores.items()}
 
 
 # ----------------------------------------------------------------------------- training
@@ -468,7 +497,8 @@ def register(subparsers) -> None:
                       ("epochs", int), ("lr_step_epochs", int), ("lr_gamma", float), ("max_steps", int),
                       ("ema_decay", float), ("precision", str), ("seed", int), ("device", str),
                       ("log_every", int), ("ckpt_every", int), ("val_every_epochs", int), ("val_samples", int),
-                      ("val_ddim_steps", int), ("val_res", int), ("val_level", float)]:
+                      ("val_ddim_steps", int), ("val_res", int), ("val_level", float), ("val_reference", str),
+                      ("val_split", str)]:
         p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None,
                        help=f"override the preset (preset value: see `TrainConfig.{name}`)")
     p.add_argument("--standardize", action="store_true", default=None,
