@@ -10,12 +10,8 @@ from hyperdiffusion.diffusion import DiffusionConfig, GaussianDiffusion, ModelMe
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    # Small tensors: a second thread only adds synchronisation cost (10x on a busy machine).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _single_thread(one_thread):  # tests/conftest.py
     yield
-    torch.set_num_threads(n)
 
 
 def test_paper_schedule():

@@ -19,12 +19,8 @@ MLP = MLPConfig(hidden=32)
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny matrices: extra threads only add contention on a shared 2-core machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _single_thread(one_thread):  # tests/conftest.py
     yield
-    torch.set_num_threads(n)
 CFG = FitConfig(points_per_step=512, steps_per_epoch=25, max_epochs=30, plateau_patience=3, early_stop_patience=6)
 
 

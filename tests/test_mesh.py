@@ -14,11 +14,8 @@ MLP = MLPConfig(hidden=8)
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _single_thread(one_thread):  # tests/conftest.py
     yield
-    torch.set_num_threads(n)
 
 
 def _grid_points(res):

@@ -17,12 +17,8 @@ TINY = TrainConfig(preset="cpu", n_embd=64, n_layer=2, n_head=4, lr=3e-3, batch_
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: two threads only add synchronisation cost, and 10x more on a busy machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _single_thread(one_thread):  # tests/conftest.py
     yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
