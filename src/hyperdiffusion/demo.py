@@ -177,7 +177,11 @@ def _metrics_table_html(metrics: dict[str, Any]) -> str:
     rows = "".join(f"<tr><th>{label}</th><td>{_fmt(metrics.get(key))}</td></tr>" for key, label in METRIC_ROWS)
     copy = (metrics.get("novelty") or {}).get("copy_rate")
     rows += f"<tr><th>copy rate</th><td>{_fmt(copy)}</td></tr>"
-    return f"<table>{rows}</table><p>Modes: <code>{metrics.get('modes', {})}</code></p>"
+    import html
+    import json
+
+    modes = html.escape(json.dumps(metrics.get("modes", {}), indent=1, default=str))
+    return f"<table>{rows}</table><details><summary>Modes (how each number was computed)</summary><pre>{modes}</pre></details>"
 
 
 def _print_table(metrics: dict[str, Any], timings: list[dict[str, Any]]) -> None:
