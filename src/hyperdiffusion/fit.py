@@ -381,25 +381,23 @@ def fit_dataset(dataset: str | Path, out: str | Path, cfg: FitConfig = FitConfig
     train = sorted(ds.names("train"))
     stamp = {"fit": cfg.to_dict(), "mlp": mlp.to_dict(), "precision": precision}
     chunks = out / "chunks"
-    bar = tqdm(total=len(names), desc="fit", unit="shape")
-
-    # First weights: the first train shape alone from a seeded default init (REFERENCE.md).
-    init_name = (train or names)[0]
-    generator = torch.Generator().manual_seed(cfg.seed)
-    init = default_init(mlp, 1, generator)[0]
-    fitted: dict[str, tuple[torch.Tensor, dict]] = {}
-    if cfg.first_weights:
-        w, q = _fit_chunk(chunks / "first.safetensors", [init_name], init, dataset_root, cfg, mlp, dev,
-                          precision, stamp, bar if init_name in names else tqdm(disable=True))
-        init = w[0]
-        fitted[init_name] = (w[0], q[0])
-    rest = [n for n in names if n not in fitted]
-    for i in range(0, len(rest), batch_shapes):
-        batch = rest[i:i + batch_shapes]
-        w, q = _fit_chunk(chunks / f"chunk_{i // batch_shapes:05d}.safetensors", batch, init, dataset_root, cfg,
-                          mlp, dev, precision, stamp, bar)
-        fitted.update({n: (w[j], q[j]) for j, n in enumerate(batch)})
-    bar.close()
+    with tqdm(total=len(names), desc="fit", unit="shape") as bar:  # closed on errors too
+        # First weights: the first train shape alone from a seeded default init (REFERENCE.md).
+        init_name = (train or names)[0]
+        generator = torch.Generator().manual_seed(cfg.seed)
+        init = default_init(mlp, 1, generator)[0]
+        fitted: dict[str, tuple[torch.Tensor, dict]] = {}
+        if cfg.first_weights:
+            w, q = _fit_chunk(chunks / "first.safetensors", [init_name], init, dataset_root, cfg, mlp, dev,
+                              precision, stamp, bar if init_name in names else tqdm(disable=True))
+            init = w[0]
+            fitted[init_name] = (w[0], q[0])
+        rest = [n for n in names if n not in fitted]
+        for i in range(0, len(rest), batch_shapes):
+            batch = rest[i:i + batch_shapes]
+            w, q = _fit_chunk(chunks / f"chunk_{i // batch_shapes:05d}.safetensors", batch, init, dataset_root, cfg,
+                              mlp, dev, precision, stamp, bar)
+            fitted.update({n: (w[j], q[j]) for j, n in enumerate(batch)})
 
     weights = torch.stack([fitted[n][0] for n in names])
     quality = {n: fitted[n][1] for n in names}
