@@ -212,3 +212,14 @@ def test_fit_dataset_chunks_resume(tmp_path, monkeypatch):
     # a rerun with other settings into the same folder is refused, not mixed
     with pytest.raises(Exception, match="other shapes or settings"):
         fit_dataset(data, out, replace(cfg, lr=5e-3), MLP, batch_shapes=1, device="cpu")
+
+
+def test_cosine_schedule_values():
+    from hyperdiffusion.fit import cosine_lr
+
+    cfg = FitConfig(lr=1e-2, min_lr=1e-4, max_epochs=10, schedule="cosine")
+    assert cosine_lr(cfg, 0) == pytest.approx(1e-2)
+    assert cosine_lr(cfg, 5) == pytest.approx((1e-2 + 1e-4) / 2)
+    assert cosine_lr(cfg, 10) == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="schedule"):
+        FitConfig(schedule="linear")

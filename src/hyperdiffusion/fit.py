@@ -66,10 +66,16 @@ class FitConfig:
     early_stop_patience: int = 50  # epochs without a new best epoch loss
     first_weights: bool = True  # start every shape from the first train shape's fit
     keep: str = "final"  # "final" (official) or "best" (weights at the best epoch loss)
+    # "plateau": the paper's ReduceLROnPlateau. "cosine": lr follows a half cosine from `lr` to
+    # `min_lr` over max_epochs, for a fixed short budget (the plateau rule barely lowers the lr
+    # in the first few thousand steps, when the loss is still falling every epoch).
+    schedule: str = "plateau"
     holdout_fraction: float = 0.1  # of near-surface and of uniform samples, for fit quality only
     seed: int = 0
 
     def __post_init__(self):
+        if self.schedule not in ("plateau", "cosine"):
+            raise ValueError(f"schedule must be 'plateau' or 'cosine', not {self.schedule!r}")
         if self.keep not in ("final", "best"):
             raise ValueError(f"keep must be 'final' or 'best', not {self.keep!r}")
         if not 0.0 <= self.holdout_fraction < 1.0:
@@ -186,6 +192,11 @@ class PlateauSchedules:
                                                                            self.since_best))
 
 
+def cosine_lr(cfg: FitConfig, epoch: int) -> float:
+    """The lr for `epoch` (0-based count of finished epochs) under the cosine schedule."""
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(epoch, cfg.max_epochs) / cfg.max_epochs))
+
+
 # --------------------------------------------------------------------------- fitting
 
 
@@ -242,6 +253,8 @@ def fit_shapes(shapes: list[ShapeSamples], init: torch.Tensor, cfg: FitConfig, m
         losses = (epoch_loss / steps).cpu().double().numpy()
 
         improved, stop = sched.update(losses)
+        if cfg.schedule == "cosine":
+            sched.lr[:] = cosine_lr(cfg, epoch + 1)
         if best_weights is not None:
             best_weights[torch.from_numpy(improved).to(device)] = weights.detach()[torch.from_numpy(improved).to(device)]
         last = epoch + 1 == cfg.max_epochs
@@ -448,13 +461,16 @@ def register(subparsers) -> None:
                        ("seed", int)):
         p.add_argument("--" + field.replace("_", "-"), type=typ, default=None, help=f"override the preset's {field}")
     p.add_argument("--keep", choices=["final", "best"], default=None, help="weights kept when a shape stops")
+    p.add_argument("--schedule", choices=["plateau", "cosine"], default=None,
+                   help="lr schedule: plateau (paper) or cosine over --max-epochs")
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
-    overrides = {k: getattr(args, k) for k in ("max_epochs", "steps_per_epoch", "points_per_step", "lr", "seed", "keep")
+    overrides = {k: getattr(args, k) for k in ("max_epochs", "steps_per_epoch", "points_per_step", "lr", "seed", "keep",
+                                           "schedule")
                  if getattr(args, k) is not None}
     cfg = replace(PRESETS[args.preset], **overrides)
     mlp = MLPConfig(hidden=args.hidden) if args.hidden else MLPConfig()
