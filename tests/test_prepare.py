@@ -354,3 +354,14 @@ def test_real_chairs(tmp_path):
     for name in prep.load_dataset(tmp_path / "out").names():
         mesh = trimesh.load(prep.mesh_path(tmp_path / "out", name), process=False)
         assert np.abs(mesh.vertices).max() == pytest.approx(0.475, abs=1e-6)
+
+
+def test_manifest_records_the_labelling_method(tmp_path):
+    from hyperdiffusion.prepare import PrepareConfig, prepare
+
+    cfg = PrepareConfig(n_surface=500, n_uniform=500, n_cloud=64, workers=1)
+    prepare("builtin:table", tmp_path / "ds", cfg, count=1, progress=False)
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    assert manifest["labelling"]["occupancy"]["method"] == "auto"
+    meta = json.loads(next((tmp_path / "ds" / "shapes").glob("*/meta.json")).read_text())
+    assert meta["labelling"] == manifest["labelling"]

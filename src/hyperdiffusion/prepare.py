@@ -317,6 +317,15 @@ def sample_points(mesh: trimesh.Trimesh, config: PrepareConfig, rng: np.random.G
     return points, np.asarray(cloud, dtype=np.float32)
 
 
+def labelling_settings() -> dict[str, Any]:
+    """How inside/outside was decided (docs/OCCUPANCY.md), recorded so datasets labelled
+    by different versions of the method can be told apart."""
+    from hyperdiffusion import __version__
+    from hyperdiffusion.occupancy import OccupancyConfig
+
+    return {"occupancy": asdict(OccupancyConfig()), "hyperdiffusion": __version__}
+
+
 def prepare_shape(name: str, source: str, root: str | os.PathLike, config: PrepareConfig) -> dict[str, Any]:
     """Prepare one shape into `root/shapes/<name>/`; return its manifest entry (without split).
 
@@ -357,7 +366,7 @@ def prepare_shape(name: str, source: str, root: str | os.PathLike, config: Prepa
                  seconds=round(time.perf_counter() - start, 3))
     meta = {"format": SHAPE_FORMAT, "name": name, **entry, "source_vertices": len(raw.vertices),
             "source_faces": len(raw.faces), "normalisation": {"centre": centre.tolist(), "factor": factor},
-            "config": config.data_settings()}
+            "config": config.data_settings(), "labelling": labelling_settings()}
     write_json(folder / "meta.json", meta)  # last: marks the shape finished
     return entry
 
@@ -474,7 +483,8 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike, config: PrepareConfi
         else:
             todo.append(s)
 
-    base = {"format": DATASET_FORMAT, "version": 1, "source": str(src), "layout": layout, "config": asdict(config)}
+    base = {"format": DATASET_FORMAT, "version": 1, "source": str(src), "layout": layout, "config": asdict(config),
+            "labelling": labelling_settings()}
     writer = _ManifestWriter(root / "manifest.json", base)
     writer.write(entries, force=True)
     from tqdm import tqdm
