@@ -67,9 +67,9 @@ def build_fixtures(root: Path) -> Fixtures:
     import torch
     import trimesh
 
-    from hyperdiffusion import shapes
+    from hyperdiffusion.data import shapes
     from hyperdiffusion.cli import main
-    from hyperdiffusion.mlp import MLPConfig, default_init, save_weight_set
+    from hyperdiffusion.fields.mlp import MLPConfig, default_init, save_weight_set
 
     root.mkdir(parents=True, exist_ok=True)
     ds = root / "dataset"

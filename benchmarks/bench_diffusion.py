@@ -13,10 +13,10 @@ import time
 
 import torch
 
-from hyperdiffusion.diffusion import DiffusionConfig, GaussianDiffusion
-from hyperdiffusion.mlp import MLPConfig
-from hyperdiffusion.train import TRAIN_PRESETS, make_optimizer
-from hyperdiffusion.transformer import PAPER_PRESETS, build_model, count_parameters
+from hyperdiffusion.diffusion.gaussian import DiffusionConfig, GaussianDiffusion
+from hyperdiffusion.fields.mlp import MLPConfig
+from hyperdiffusion.diffusion.train import TRAIN_PRESETS, make_optimizer
+from hyperdiffusion.denoisers.transformer import PAPER_PRESETS, build_model, count_parameters
 
 
 def main() -> None:

@@ -22,9 +22,9 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from hyperdiffusion.fit import PRESETS, fit_shapes, split_samples
-from hyperdiffusion.mesh import evaluate_grid
-from hyperdiffusion.mlp import MLPConfig, batched_forward, default_init
+from hyperdiffusion.fields.fit import PRESETS, fit_shapes, split_samples
+from hyperdiffusion.fields.mesh import evaluate_grid
+from hyperdiffusion.fields.mlp import MLPConfig, batched_forward, default_init
 
 
 def analytic_shape(i: int, cfg):

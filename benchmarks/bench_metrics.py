@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hyperdiffusion import metrics
-from hyperdiffusion.evaluate import load_clouds
+from hyperdiffusion.evaluation import metrics
+from hyperdiffusion.evaluation.evaluate import load_clouds
 
 dataset, work = Path(sys.argv[1]), Path(sys.argv[2])
 work.mkdir(parents=True, exist_ok=True)

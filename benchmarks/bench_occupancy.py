@@ -19,7 +19,7 @@ import numpy as np
 import scipy.ndimage as ndi
 import trimesh
 
-from hyperdiffusion import occupancy
+from hyperdiffusion.data import occupancy
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "meshes"
 

@@ -17,8 +17,8 @@ import os
 import platform
 from pathlib import Path
 
-from hyperdiffusion import occupancy
-from hyperdiffusion.prepare import PrepareConfig, prepare, summary
+from hyperdiffusion.data import occupancy
+from hyperdiffusion.data.prepare import PrepareConfig, prepare, summary
 
 
 def main() -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hyperdiffusion.render import render_grid, render_mesh
-from hyperdiffusion.shapes import FAMILIES, make_shape
+from hyperdiffusion.pictures.render import render_grid, render_mesh
+from hyperdiffusion.data.shapes import FAMILIES, make_shape
 
 
 def main() -> None:

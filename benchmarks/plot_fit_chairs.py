@@ -17,10 +17,10 @@ import numpy as np
 import torch
 import trimesh
 
-from hyperdiffusion.mesh import extract_meshes
-from hyperdiffusion.mlp import WeightSet, load_weight_set
-from hyperdiffusion.prepare import mesh_path
-from hyperdiffusion.render import render_grid
+from hyperdiffusion.fields.mesh import extract_meshes
+from hyperdiffusion.fields.mlp import WeightSet, load_weight_set
+from hyperdiffusion.data.prepare import mesh_path
+from hyperdiffusion.pictures.render import render_grid
 
 
 def main() -> None:

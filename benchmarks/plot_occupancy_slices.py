@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import trimesh  # noqa: E402
 
-from hyperdiffusion import occupancy  # noqa: E402
+from hyperdiffusion.data import occupancy  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "meshes"
 SHAPES = [

@@ -96,9 +96,9 @@ def test_safe_name(name, expected):
 
 def test_no_reader_unpickles(tmp_path):
     """Every loader refuses a pickle whose __reduce__ would create a marker file, without running it."""
-    from hyperdiffusion.fpd import load_feature_net
-    from hyperdiffusion.mlp import load_weight_set
-    from hyperdiffusion.train import read_checkpoint
+    from hyperdiffusion.evaluation.fpd import load_feature_net
+    from hyperdiffusion.fields.mlp import load_weight_set
+    from hyperdiffusion.diffusion.train import read_checkpoint
 
     marker = tmp_path / bad_inputs.MARKER_NAME
     payload = bad_inputs.evil_pickle(marker)
@@ -218,7 +218,7 @@ def test_fuzz_load_safetensors(tmp_path, data):
 
 
 def _weight_set_bytes() -> bytes:
-    from hyperdiffusion.mlp import MLPConfig, default_init, save_weight_set
+    from hyperdiffusion.fields.mlp import MLPConfig, default_init, save_weight_set
 
     cfg = MLPConfig(hidden=4, multires=1)
     return _valid_bytes(lambda p: save_weight_set(p, default_init(cfg, 2), ["a", "b"], cfg), ".safetensors")
@@ -227,7 +227,7 @@ def _weight_set_bytes() -> bytes:
 @FUZZ
 @given(data=mutated(_weight_set_bytes()))
 def test_fuzz_load_weight_set(tmp_path, data):
-    from hyperdiffusion.mlp import load_weight_set
+    from hyperdiffusion.fields.mlp import load_weight_set
 
     _check(load_weight_set, tmp_path / "weights.safetensors", data)
 
@@ -235,13 +235,13 @@ def test_fuzz_load_weight_set(tmp_path, data):
 @FUZZ
 @given(data=mutated(VALID[".npy"]))
 def test_fuzz_evaluate_cloud_reader(tmp_path, data):
-    from hyperdiffusion.evaluate import _read_cloud
+    from hyperdiffusion.evaluation.evaluate import _read_cloud
 
     _check(lambda p: _read_cloud(p, 16, np.random.default_rng(0)), tmp_path / "c.npy", data)
 
 
 def _mesh_bytes() -> dict[str, bytes]:
-    from hyperdiffusion import shapes
+    from hyperdiffusion.data import shapes
 
     m = shapes.make_shape("chair", 0)
     out = {}
@@ -257,7 +257,7 @@ MESHES = _mesh_bytes()
 @pytest.mark.parametrize("ext", sorted(MESHES))
 def test_fuzz_prepare_mesh_reader(tmp_path, ext):
     """Any bytes with a mesh extension: a mesh, or prepare's documented skip (SkipShape), nothing else."""
-    from hyperdiffusion.prepare import SkipShape, check_mesh, load_mesh
+    from hyperdiffusion.data.prepare import SkipShape, check_mesh, load_mesh
 
     def read(path: Path):
         check_mesh(load_mesh(str(path)))

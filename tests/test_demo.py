@@ -7,7 +7,7 @@ import numpy as np
 import trimesh
 
 from hyperdiffusion.cli import main
-from hyperdiffusion.mlp import load_weight_set
+from hyperdiffusion.fields.mlp import load_weight_set
 
 
 def test_tiny_demo_end_to_end(tmp_path):

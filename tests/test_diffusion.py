@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hyperdiffusion.diffusion import DiffusionConfig, GaussianDiffusion, ModelMeanType, linear_betas
+from hyperdiffusion.diffusion.gaussian import DiffusionConfig, GaussianDiffusion, ModelMeanType, linear_betas
 
 
 @pytest.fixture(autouse=True)

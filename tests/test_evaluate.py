@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from hyperdiffusion.cli import main
-from hyperdiffusion.evaluate import EvalConfig, evaluate, load_clouds
+from hyperdiffusion.evaluation.evaluate import EvalConfig, evaluate, load_clouds
 from hyperdiffusion.io import InputError
 
 N = 256  # points per cloud: small to stay fast

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from hyperdiffusion import fit as fit_module
-from hyperdiffusion.fit import (BatchedAdam, FitConfig, PlateauSchedules, fit_dataset, fit_quality, fit_shapes,
+from hyperdiffusion.fields import fit as fit_module
+from hyperdiffusion.fields.fit import (BatchedAdam, FitConfig, PlateauSchedules, fit_dataset, fit_quality, fit_shapes,
                                 iou, split_samples)
 from hyperdiffusion.io import save_npz, write_json
-from hyperdiffusion.mlp import MLPConfig, OccupancyMLP, batched_forward, default_init, load_weight_set
+from hyperdiffusion.fields.mlp import MLPConfig, OccupancyMLP, batched_forward, default_init, load_weight_set
 
 # Small on purpose: a width-32 MLP and ~600 steps of 512 points fit a sphere or a box in seconds.
 MLP = MLPConfig(hidden=32)
@@ -221,7 +221,7 @@ def test_fit_dataset_chunks_resume(tmp_path, monkeypatch):
 
 
 def test_cosine_schedule_values():
-    from hyperdiffusion.fit import cosine_lr
+    from hyperdiffusion.fields.fit import cosine_lr
 
     cfg = FitConfig(lr=1e-2, min_lr=1e-4, max_epochs=10, schedule="cosine")
     assert cosine_lr(cfg, 0) == pytest.approx(1e-2)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hyperdiffusion import fpd
+from hyperdiffusion.evaluation import fpd
 from hyperdiffusion.io import InputError
 
 

@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import trimesh
 
-from hyperdiffusion.gallery import write_gallery
+from hyperdiffusion.pictures.gallery import write_gallery
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--disable-quic",

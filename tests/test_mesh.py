@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from hyperdiffusion import mesh as mesh_module
-from hyperdiffusion.mesh import MeshConfig, evaluate_grid, extract_meshes, field_to_mesh, mesh_weights
-from hyperdiffusion.mlp import MLPConfig, WeightSet, batched_forward, default_init, flatten_weights, save_weight_set
+from hyperdiffusion.fields import mesh as mesh_module
+from hyperdiffusion.fields.mesh import MeshConfig, evaluate_grid, extract_meshes, field_to_mesh, mesh_weights
+from hyperdiffusion.fields.mlp import MLPConfig, WeightSet, batched_forward, default_init, flatten_weights, save_weight_set
 
 MLP = MLPConfig(hidden=8)
 

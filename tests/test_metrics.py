@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hyperdiffusion import metrics
+from hyperdiffusion.evaluation import metrics
 
 
 def _cloud(n, seed):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from hyperdiffusion.mlp import (MLPConfig, OccupancyMLP, batched_forward, default_init, load_weight_set,
+from hyperdiffusion.fields.mlp import (MLPConfig, OccupancyMLP, batched_forward, default_init, load_weight_set,
                                 positional_encoding, save_weight_set, split_weights, flatten_weights)
 from hyperdiffusion.io import InputError
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from hyperdiffusion.occupancy import OccupancyConfig, inside, is_clean
+from hyperdiffusion.data.occupancy import OccupancyConfig, inside, is_clean
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "meshes"
 ROBUST = OccupancyConfig(method="robust")

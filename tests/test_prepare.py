@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import trimesh
 
-from hyperdiffusion import prepare as prep
+from hyperdiffusion.data import prepare as prep
 from hyperdiffusion.cli import main
 from hyperdiffusion.io import InputError
 
@@ -357,7 +357,7 @@ def test_real_chairs(tmp_path):
 
 
 def test_manifest_records_the_labelling_method(tmp_path):
-    from hyperdiffusion.prepare import PrepareConfig, prepare
+    from hyperdiffusion.data.prepare import PrepareConfig, prepare
 
     cfg = PrepareConfig(n_surface=500, n_uniform=500, n_cloud=64, workers=1)
     prepare("builtin:table", tmp_path / "ds", cfg, count=1, progress=False)

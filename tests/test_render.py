@@ -5,7 +5,7 @@ import trimesh
 from PIL import Image
 
 from hyperdiffusion.cli import main
-from hyperdiffusion.render import _rasterise, render_grid, render_mesh, title_height
+from hyperdiffusion.pictures.render import _rasterise, render_grid, render_mesh, title_height
 
 
 def test_sphere_is_a_centred_shaded_disc():
@@ -79,7 +79,7 @@ def _octahedron_mlp(cfg):
     """
     import torch
 
-    from hyperdiffusion.mlp import flatten_weights
+    from hyperdiffusion.fields.mlp import flatten_weights
 
     tensors = [torch.zeros(shape) for _, shape in cfg.tensor_shapes()]
     for i in range(3):
@@ -94,8 +94,8 @@ def _octahedron_mlp(cfg):
 def test_cli_renders_a_weight_set(tmp_path):
     import pytest
 
-    pytest.importorskip("hyperdiffusion.mesh")
-    from hyperdiffusion.mlp import MLPConfig, save_weight_set
+    pytest.importorskip("hyperdiffusion.fields.mesh")
+    from hyperdiffusion.fields.mlp import MLPConfig, save_weight_set
 
     cfg = MLPConfig()
     weights = _octahedron_mlp(cfg).repeat(2, 1)

@@ -32,8 +32,8 @@ import torch
 
 from hyperdiffusion.io import load_npy, load_npz, load_safetensors, read_json
 
-STAGE_MODULES = ["hyperdiffusion.cli", "hyperdiffusion.prepare", "hyperdiffusion.fit", "hyperdiffusion.train",
-                 "hyperdiffusion.sample", "hyperdiffusion.mesh"]
+STAGE_MODULES = ["hyperdiffusion.cli", "hyperdiffusion.data.prepare", "hyperdiffusion.fields.fit", "hyperdiffusion.diffusion.train",
+                 "hyperdiffusion.diffusion.sample", "hyperdiffusion.fields.mesh"]
 KILLS = 3
 SEED = 1234
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hyperdiffusion.shapes import FAMILIES, make_shape
+from hyperdiffusion.data.shapes import FAMILIES, make_shape
 
 SEEDS = range(20)
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from hyperdiffusion.io import InputError
-from hyperdiffusion.mlp import MLPConfig, default_init, load_weight_set, save_weight_set
-from hyperdiffusion.sample import SampleConfig, sample_weights
-from hyperdiffusion.train import TrainConfig, load_denoiser, read_checkpoint, train
+from hyperdiffusion.fields.mlp import MLPConfig, default_init, load_weight_set, save_weight_set
+from hyperdiffusion.diffusion.sample import SampleConfig, sample_weights
+from hyperdiffusion.diffusion.train import TrainConfig, load_denoiser, read_checkpoint, train
 
 MLP = MLPConfig(hidden=16, multires=2, n_hidden_layers=1)  # 545 parameters, 6 tokens
 TINY = TrainConfig(preset="cpu", n_embd=64, n_layer=2, n_head=4, lr=3e-3, batch_size=8, max_steps=8,
@@ -156,7 +156,7 @@ def test_score_validation_on_known_meshes(tmp_path):
     import numpy as np
     import trimesh
 
-    from hyperdiffusion.train import _score_validation
+    from hyperdiffusion.diffusion.train import _score_validation
 
     ref = tmp_path / "ref"
     ref.mkdir()

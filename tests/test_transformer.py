@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
-from hyperdiffusion.mlp import MLPConfig
-from hyperdiffusion.transformer import (PAPER_PRESETS, TimestepEmbedder, TransformerConfig, WeightTransformer,
+from hyperdiffusion.fields.mlp import MLPConfig
+from hyperdiffusion.denoisers.transformer import (PAPER_PRESETS, TimestepEmbedder, TransformerConfig, WeightTransformer,
                                         build_model, count_parameters, token_sizes)
 
 

@@ -15,8 +15,9 @@ import sys
 from hyperdiffusion import __version__
 from hyperdiffusion.io import InputError
 
-# In pipeline order: the help text lists them in this order.
-STAGES = ["prepare", "fit", "mesh", "train", "sample", "evaluate", "fpd", "render", "demo"]
+# In pipeline order (the help lists them so): subcommand module, by dotted path in the package.
+STAGES = ["data.prepare", "fields.fit", "fields.mesh", "diffusion.train", "diffusion.sample",
+          "evaluation.evaluate", "evaluation.fpd", "evaluation.compare", "pictures.render", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -60,12 +60,12 @@ def _stage(name: str, log: list[dict[str, Any]]):
 
 def run_demo(out: str | Path = "demo-run", cfg: DemoConfig = DemoConfig(), *, progress: bool = True) -> dict[str, Any]:
     """Run the whole pipeline into `out`; return the metrics dict (also in out/metrics.json)."""
-    from hyperdiffusion.evaluate import EvalConfig, evaluate, format_table
-    from hyperdiffusion.fit import PRESETS as FIT_PRESETS, fit_dataset
-    from hyperdiffusion.mesh import MeshConfig, mesh_weights
-    from hyperdiffusion.prepare import PrepareConfig, prepare
-    from hyperdiffusion.sample import SampleConfig, sample
-    from hyperdiffusion.train import TRAIN_PRESETS, train
+    from hyperdiffusion.evaluation.evaluate import EvalConfig, evaluate, format_table
+    from hyperdiffusion.fields.fit import PRESETS as FIT_PRESETS, fit_dataset
+    from hyperdiffusion.fields.mesh import MeshConfig, mesh_weights
+    from hyperdiffusion.data.prepare import PrepareConfig, prepare
+    from hyperdiffusion.diffusion.sample import SampleConfig, sample
+    from hyperdiffusion.diffusion.train import TRAIN_PRESETS, train
 
     out = ensure_writable_dir(out)
     write_json(out / "config.json", {"demo": asdict(cfg)})
@@ -122,9 +122,9 @@ def _pictures(out: Path, metrics: dict[str, Any]) -> None:
     """(a) training shapes, (b) their fitted MLPs, (c) samples beside their nearest training shape."""
     import trimesh
 
-    from hyperdiffusion.gallery import write_gallery
-    from hyperdiffusion.prepare import load_dataset, mesh_path
-    from hyperdiffusion.render import render_grid
+    from hyperdiffusion.pictures.gallery import write_gallery
+    from hyperdiffusion.data.prepare import load_dataset, mesh_path
+    from hyperdiffusion.pictures.render import render_grid
 
     images = out / "images"
     images.mkdir(exist_ok=True)

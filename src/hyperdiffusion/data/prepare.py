@@ -3,7 +3,7 @@
 Per shape (paper Sec. 4 / REFERENCE.md "Data preparation"): load the mesh, check
 it, centre it on its vertex mean and scale it so that max |coordinate| = 0.475,
 then draw 100k surface samples plus N(0, 0.01^2) noise and 100k uniform samples
-in [-0.5, 0.5]^3, label them inside/outside (`hyperdiffusion.occupancy.inside`),
+in [-0.5, 0.5]^3, label them inside/outside (`hyperdiffusion.data.occupancy.inside`),
 and draw a 2048-point reference cloud for evaluation. Files are written
 atomically and `meta.json` last, so a shape folder with a `meta.json` is
 finished and a rerun skips it.
@@ -142,7 +142,7 @@ def find_sources(src: str | os.PathLike, count: int | None = None, seed: int = 0
     """
     text = str(src)
     if text.startswith("builtin:"):
-        from hyperdiffusion import shapes
+        from hyperdiffusion.data import shapes
 
         family = text.split(":", 1)[1]
         if family not in shapes.FAMILIES:
@@ -219,7 +219,7 @@ class SkipShape(Exception):
 def load_mesh(source: str) -> trimesh.Trimesh:
     """Read a mesh file (multi-part scenes concatenated) or make a built-in shape."""
     if source.startswith("builtin:"):
-        from hyperdiffusion import shapes
+        from hyperdiffusion.data import shapes
 
         _, family, seed = source.split(":")
         return shapes.make_shape(family, int(seed))
@@ -321,7 +321,7 @@ def labelling_settings() -> dict[str, Any]:
     """How inside/outside was decided (docs/OCCUPANCY.md), recorded so datasets labelled
     by different versions of the method can be told apart."""
     from hyperdiffusion import __version__
-    from hyperdiffusion.occupancy import OccupancyConfig
+    from hyperdiffusion.data.occupancy import OccupancyConfig
 
     return {"occupancy": asdict(OccupancyConfig()), "hyperdiffusion": __version__}
 
@@ -331,7 +331,7 @@ def prepare_shape(name: str, source: str, root: str | os.PathLike, config: Prepa
 
     Never raises for a bad shape: the entry then has status "skipped" and the reason.
     """
-    from hyperdiffusion.occupancy import inside
+    from hyperdiffusion.data.occupancy import inside
 
     start = time.perf_counter()
     folder = Path(root) / "shapes" / name

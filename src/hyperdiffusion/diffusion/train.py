@@ -38,10 +38,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from hyperdiffusion.diffusion import DiffusionConfig, GaussianDiffusion
+from hyperdiffusion.diffusion.gaussian import DiffusionConfig, GaussianDiffusion
 from hyperdiffusion.io import InputError, ensure_writable_dir, load_safetensors, save_safetensors, write_bytes, write_json
-from hyperdiffusion.mlp import MLPConfig, load_weight_set
-from hyperdiffusion.transformer import PAPER_PRESETS, TransformerConfig, WeightTransformer, build_model, count_parameters, preset
+from hyperdiffusion.fields.mlp import MLPConfig, load_weight_set
+from hyperdiffusion.denoisers.transformer import PAPER_PRESETS, TransformerConfig, WeightTransformer, build_model, count_parameters, preset
 
 CHECKPOINT_FORMAT = "hyperdiffusion-diffusion-checkpoint"
 
@@ -335,8 +335,8 @@ def validate(model: torch.nn.Module, diffusion: GaussianDiffusion, norm: Standar
              mlp: MLPConfig, cfg: TrainConfig, step: int, device: torch.device) -> dict[str, float]:
     """Sample a few MLPs; report weight-space distances, how many mesh, and (with `val_reference`) their
     MMD / COV / 1-NNA under Chamfer against as many seeded reference shapes (hd normalisation)."""
-    from hyperdiffusion.mesh import extract_meshes
-    from hyperdiffusion.mlp import WeightSet
+    from hyperdiffusion.fields.mesh import extract_meshes
+    from hyperdiffusion.fields.mlp import WeightSet
 
     g = seeded_generator(cfg.seed, 3, step)
     x = diffusion.sample(model, (cfg.val_samples, mlp.n_params), sampler="ddim", steps=cfg.val_ddim_steps,
@@ -356,9 +356,9 @@ def validate(model: torch.nn.Module, diffusion: GaussianDiffusion, norm: Standar
 def _score_validation(meshes: list, cfg: TrainConfig) -> dict[str, float]:
     import numpy as np
 
-    from hyperdiffusion import metrics
-    from hyperdiffusion.evaluate import load_clouds
-    from hyperdiffusion.mesh import surface_cloud
+    from hyperdiffusion.evaluation import metrics
+    from hyperdiffusion.evaluation.evaluate import load_clouds
+    from hyperdiffusion.fields.mesh import surface_cloud
 
     ref, _, _ = load_clouds(cfg.val_reference, cfg.val_split, n_points=2048, seed=cfg.seed)
     keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(ref))[: len(meshes)])  # equal set sizes

@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from hyperdiffusion.io import (InputError, atomic_path, ensure_writable_dir, read_json, safe_name, save_npy,
                                write_json)
-from hyperdiffusion.mlp import MLPConfig, WeightSet, load_weight_set, positional_encoding, split_weights
+from hyperdiffusion.fields.mlp import MLPConfig, WeightSet, load_weight_set, positional_encoding, split_weights
 
 FORMATS = ("ply", "obj", "glb")
 

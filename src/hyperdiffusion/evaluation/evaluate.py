@@ -1,8 +1,8 @@
 """Score generated shapes against a reference set (paper Sec. 4, REFERENCE.md "Evaluation").
 
 `hyperdiffusion evaluate SAMPLES REFERENCE --out metrics.json` computes
-MMD / COV / 1-NNA under Chamfer and EMD (`hyperdiffusion.metrics`), FPD with a
-named feature network (`hyperdiffusion.fpd`) and, given training shapes, how
+MMD / COV / 1-NNA under Chamfer and EMD (`hyperdiffusion.evaluation.metrics`), FPD with a
+named feature network (`hyperdiffusion.evaluation.fpd`) and, given training shapes, how
 close every sample is to its nearest training shape (novelty / copying).
 
 Every number is written beside the modes that produced it (normalisation, EMD
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hyperdiffusion import metrics
+from hyperdiffusion.evaluation import metrics
 from hyperdiffusion.io import InputError, ensure_writable_dir, load_npy, read_json, write_json
 
 MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl", ".glb", ".gltf")
@@ -198,7 +198,7 @@ def evaluate(samples, reference, config: EvalConfig = EvalConfig(), progress: bo
         result.update(mmd_emd=em["mmd"], cov_emd=em["cov"], nna_emd=em["nna"])
 
     if cfg.fpd_net:
-        from hyperdiffusion.fpd import fpd, load_feature_net
+        from hyperdiffusion.evaluation.fpd import fpd, load_feature_net
 
         net = load_feature_net(cfg.fpd_net)
         f = fpd(s_raw, r_raw, net, seed=cfg.seed, device=device)

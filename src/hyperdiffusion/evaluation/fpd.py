@@ -266,7 +266,7 @@ def gaussian_stats(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def fpd(samples: np.ndarray, reference: np.ndarray, net: FeatureNet, seed: int = 0,
         device: str = "cpu") -> dict:
     """FPD between two sets of clouds [K, N, 3] (raw; normalised here as the net expects)."""
-    from hyperdiffusion.metrics import normalize_clouds
+    from hyperdiffusion.evaluation.metrics import normalize_clouds
 
     fs = extract_features(net.model, normalize_clouds(samples, net.input_norm), seed=seed, device=device)
     fr = extract_features(net.model, normalize_clouds(reference, net.input_norm), seed=seed, device=device)
@@ -339,7 +339,7 @@ def train_feature_net(datasets: list[str | Path], out: str | Path, cfg: FPDTrain
     """
     from tqdm import tqdm
 
-    from hyperdiffusion.metrics import normalize_clouds
+    from hyperdiffusion.evaluation.metrics import normalize_clouds
 
     if len(datasets) < 2:
         raise InputError("fpd-train needs at least two dataset folders (one per class)")

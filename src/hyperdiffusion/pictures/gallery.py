@@ -44,7 +44,7 @@ def write_gallery(run_dir: str | Path, title: str, images: list[tuple[str, str]]
     web = run_dir / "web"
     web.mkdir(parents=True, exist_ok=True)
     for name in WEB_ASSETS:
-        with resources.as_file(resources.files("hyperdiffusion.web") / name) as src:
+        with resources.as_file(resources.files("hyperdiffusion.pictures.web") / name) as src:
             shutil.copyfile(src, web / name)
     payload = {name: _mesh_payload(m) for name, m in meshes.items() if len(m.faces)}
     write_bytes(web / "meshes.js", ("window.MESHES = " + json.dumps(payload, separators=(",", ":")) + ";\n").encode())

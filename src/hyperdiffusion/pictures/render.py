@@ -272,12 +272,12 @@ def collect(input_path: str | Path, max_items: int = 16, res: int = 128,
         raise InputError(f"{path}: not found")
     weights = _weights_file(path)
     if weights is not None:
-        from hyperdiffusion.mlp import WeightSet, load_weight_set
+        from hyperdiffusion.fields.mlp import WeightSet, load_weight_set
 
         try:
-            from hyperdiffusion.mesh import extract_meshes
+            from hyperdiffusion.fields.mesh import extract_meshes
         except ImportError as e:
-            raise InputError(f"{weights}: drawing MLPs needs hyperdiffusion.mesh.extract_meshes ({e})") from None
+            raise InputError(f"{weights}: drawing MLPs needs hyperdiffusion.fields.mesh.extract_meshes ({e})") from None
 
         ws = load_weight_set(weights)
         n = min(max_items, len(ws.names))

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from hyperdiffusion.io import InputError, ensure_writable_dir, load_safetensors, save_safetensors, write_json
-from hyperdiffusion.mlp import MLPConfig, batched_forward, default_init, save_weight_set
+from hyperdiffusion.fields.mlp import MLPConfig, batched_forward, default_init, save_weight_set
 
 # --------------------------------------------------------------------------- configuration
 
@@ -310,7 +310,7 @@ def iou(pred: torch.Tensor, true: torch.Tensor) -> float:
 
 
 def _open_dataset(path: Path):
-    from hyperdiffusion import prepare  # the prepare stage owns the dataset layout (docs/FORMATS.md)
+    from hyperdiffusion.data import prepare  # the prepare stage owns the dataset layout (docs/FORMATS.md)
 
     return prepare.load_dataset(path)
 
@@ -326,7 +326,7 @@ def _names(dataset, split: str) -> list[str]:
 
 
 def _load(dataset_root: Path, name: str, cfg: FitConfig) -> ShapeSamples:
-    from hyperdiffusion import prepare
+    from hyperdiffusion.data import prepare
 
     points, occ, n_surface = prepare.load_samples(dataset_root, name)
     return split_samples(name, points, occ, int(n_surface), cfg)

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hyperdiffusion.mlp import MLPConfig
+from hyperdiffusion.fields.mlp import MLPConfig
 
 TOKENIZERS = ("layers", "chunks")
 

@@ -26,8 +26,8 @@ import torch
 from tqdm.auto import tqdm
 
 from hyperdiffusion.io import InputError, ensure_writable_dir, load_safetensors, save_safetensors
-from hyperdiffusion.mlp import save_weight_set
-from hyperdiffusion.train import autocast_context, load_denoiser, resolve_device, seeded_generator
+from hyperdiffusion.fields.mlp import save_weight_set
+from hyperdiffusion.diffusion.train import autocast_context, load_denoiser, resolve_device, seeded_generator
 
 
 @dataclass(frozen=True)
@@ -104,8 +104,8 @@ def sample_weights(ckpt: str | Path, out_dir: str | Path, cfg: SampleConfig = Sa
 
 
 def mesh_samples(weights_path: Path, out_dir: Path, cfg: SampleConfig, progress: bool = True) -> Any:
-    """Meshes and point clouds through the mesh stage (hyperdiffusion.mesh, written by the fit helper)."""
-    from hyperdiffusion.mesh import MeshConfig, mesh_weights
+    """Meshes and point clouds through the mesh stage (hyperdiffusion.fields.mesh, written by the fit helper)."""
+    from hyperdiffusion.fields.mesh import MeshConfig, mesh_weights
 
     overrides = {k: v for k, v in (("res", cfg.res), ("level", cfg.level), ("level_logit", cfg.level_logit))
                  if v is not None}
