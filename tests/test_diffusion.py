@@ -155,3 +155,27 @@ def test_ddim_eta0_deterministic_and_timesteps():
     assert torch.equal(a, b)
     with pytest.raises(ValueError):
         d.sample(m, (5, 1), sampler="ddpm", steps=10)
+
+
+def test_one_ddim_step_starts_at_the_last_timestep():
+    # One step means one network call on pure noise: it must be told t = T-1, not t = 0.
+    d = GaussianDiffusion()
+    assert d.ddim_timesteps(1) == [499]
+    seen = []
+    d.sample(lambda x, t: seen.append(int(t[0])) or torch.zeros_like(x), (2, 3), steps=1)
+    assert seen == [499]
+
+
+def test_beta_schedules_known_values():
+    from hyperdiffusion.diffusion.gaussian import DiffusionConfig, cosine_betas, warm_betas
+
+    w = warm_betas(1000, 1e-5, 0.008)  # PVD airplane: linear over the first 100 steps, then flat
+    assert w[0] == pytest.approx(1e-5) and w[99] == pytest.approx(0.008) and np.all(w[100:] == 0.008)
+    c = cosine_betas(1000, 0, 0)
+    abar = np.cumprod(1 - c)  # Nichol & Dhariwal: abar_t = f(t) / f(0) with f(t) = cos^2(((t/T)+s)/(1+s) pi/2)
+    f = lambda t: np.cos(((t / 1000) + 0.008) / 1.008 * np.pi / 2) ** 2  # noqa: E731
+    assert abar[499] == pytest.approx(f(500) / f(0), rel=1e-9)
+    d = GaussianDiffusion(DiffusionConfig(timesteps=1000, schedule="warm0.1", beta_start=1e-5, beta_end=0.008))
+    assert float(d.betas[500]) == pytest.approx(0.008)
+    with pytest.raises(ValueError, match="schedule"):
+        DiffusionConfig(schedule="quadratic")

@@ -50,8 +50,14 @@ class DiffusionConfig:
     timesteps: int = 500
     beta_start: float = 1e-4
     beta_end: float = 2e-2
+    schedule: str = "linear"  # a key of BETA_SCHEDULES
     prediction: str = "x0"  # ModelMeanType value
     variance: str = "fixed_large"  # ModelVarType value
+
+    def __post_init__(self) -> None:
+        if self.schedule not in BETA_SCHEDULES:
+            raise ValueError(f"unknown beta schedule {self.schedule!r}; choose one of {sorted(BETA_SCHEDULES)}")
+        ModelMeanType(self.prediction), ModelVarType(self.variance)  # noqa: B018 -- a clear error for a typo
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,6 +70,25 @@ class DiffusionConfig:
 def linear_betas(timesteps: int, beta_start: float, beta_end: float) -> np.ndarray:
     """The DDPM linear schedule (Sec. 4), float64 as the official code (np.linspace)."""
     return np.linspace(beta_start, beta_end, timesteps, dtype=np.float64)
+
+
+def warm_betas(timesteps: int, beta_start: float, beta_end: float, warm_fraction: float = 0.1) -> np.ndarray:
+    """PVD's "warm0.1" schedule: linear from beta_start over the first 10 % of steps, then beta_end
+    (Zhou et al. 2021, `get_betas` in the authors' code; used for airplanes with 1e-5 -> 0.008)."""
+    betas = np.full(timesteps, beta_end, dtype=np.float64)
+    warm = int(timesteps * warm_fraction)
+    betas[:warm] = np.linspace(beta_start, beta_end, warm, dtype=np.float64)
+    return betas
+
+
+def cosine_betas(timesteps: int, beta_start: float, beta_end: float, s: float = 0.008) -> np.ndarray:
+    """Nichol & Dhariwal 2021 (arXiv 2102.09672) eq. 17, betas clipped to 0.999; the beta range is unused."""
+    f = np.cos((np.arange(timesteps + 1, dtype=np.float64) / timesteps + s) / (1 + s) * math.pi / 2) ** 2
+    return np.clip(1 - f[1:] / f[:-1], 0, 0.999)
+
+
+# name -> betas(timesteps, beta_start, beta_end): what a config's `schedule` names.
+BETA_SCHEDULES = {"linear": linear_betas, "warm0.1": warm_betas, "cosine": cosine_betas}
 
 
 def _extract(arr: torch.Tensor, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -83,7 +108,7 @@ class GaussianDiffusion:
         self.cfg = cfg
         self.mean_type = ModelMeanType(cfg.prediction)
         self.var_type = ModelVarType(cfg.variance)
-        betas = linear_betas(cfg.timesteps, cfg.beta_start, cfg.beta_end)
+        betas = BETA_SCHEDULES[cfg.schedule](cfg.timesteps, cfg.beta_start, cfg.beta_end)
         if not (np.all(betas > 0) and np.all(betas < 1)):
             raise ValueError(f"betas must lie in (0, 1); got {betas.min()} .. {betas.max()}")
         self.num_timesteps = cfg.timesteps
@@ -210,10 +235,15 @@ class GaussianDiffusion:
         return x
 
     def ddim_timesteps(self, steps: int | None) -> list[int]:
-        """Evenly spaced subsequence of 0..T-1 with `steps` entries, always ending at T-1 (all of them if None)."""
+        """Evenly spaced subsequence of 0..T-1 with `steps` entries, always ending at T-1 (all of them if None).
+
+        One step is [T-1]: the model sees pure noise at the timestep that matches it, not at t = 0.
+        """
         steps = self.num_timesteps if steps is None else int(steps)
         if not 1 <= steps <= self.num_timesteps:
             raise ValueError(f"DDIM steps must be between 1 and {self.num_timesteps}; got {steps}")
+        if steps == 1:
+            return [self.num_timesteps - 1]
         seq = np.round(np.linspace(0, self.num_timesteps - 1, steps)).astype(int)
         return sorted(set(seq.tolist()))
 
