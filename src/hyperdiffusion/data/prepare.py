@@ -457,8 +457,18 @@ class PrepareResult:
 
 
 def prepare(src: str | os.PathLike, out: str | os.PathLike, config: PrepareConfig = PrepareConfig(), *,
-            count: int | None = None, progress: bool = True) -> PrepareResult:
-    """Prepare every shape of `src` into `out` (docs/FORMATS.md); resumes where a previous run stopped."""
+            count: int | None = None, progress: bool = True, kind: str = "auto",
+            animation: Any = None) -> PrepareResult:
+    """Prepare every shape of `src` into `out` (docs/FORMATS.md); resumes where a previous run stopped.
+
+    4D sources (.anime files, `builtin:<animated family>`, or sequence folders with
+    kind="4d") go to `animation.prepare_animations` with `animation` (an AnimationConfig).
+    """
+    from hyperdiffusion.data import animation as anim_mod
+
+    if anim_mod.is_animation_source(src, kind):
+        return anim_mod.prepare_animations(src, out, config, animation or anim_mod.AnimationConfig(), count=count,
+                                           progress=progress, kind=kind)
     start = time.perf_counter()
     config = config.resolved()
     if config.split_file is not None:
@@ -552,12 +562,17 @@ class _ManifestWriter:
         return manifest
 
 
-def _run_shapes(todo: list[Source], root: Path, config: PrepareConfig) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Yield (name, entry) as shapes finish: in this process for one worker, else a process pool."""
+def _run_shapes(todo: list[Source], root: Path, config: PrepareConfig, worker=None,
+                extra: tuple = ()) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (name, entry) as shapes finish: in this process for one worker, else a process pool.
+
+    `worker(name, source, root, config, *extra)` prepares one item (default `prepare_shape`;
+    the 4D branch passes `animation.prepare_sequence`)."""
+    worker = worker or prepare_shape
     workers = min(config.workers, len(todo))
     if workers <= 1:
         for s in todo:
-            yield s.name, prepare_shape(s.name, s.source, root, config)
+            yield s.name, worker(s.name, s.source, root, config, *extra)
         return
     import multiprocessing
 
@@ -567,7 +582,7 @@ def _run_shapes(todo: list[Source], root: Path, config: PrepareConfig) -> Iterat
         pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_worker)
     try:
-        pending = {pool.submit(prepare_shape, s.name, s.source, root, config): s for s in todo}
+        pending = {pool.submit(worker, s.name, s.source, root, config, *extra): s for s in todo}
         while pending:
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
@@ -730,6 +745,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=d.workers, help="processes; 0 = all CPU cores (default)")
     p.add_argument("--seed", type=int, default=d.seed, help="default: %(default)s")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("4D (animations; docs/4D.md)")
+    g.add_argument("--kind", choices=("auto", "3d", "4d"), default="auto",
+                   help="auto: 4D for .anime files and builtin animated families; a folder of sequence "
+                        "subfolders (per-frame meshes) needs --kind 4d (default: %(default)s)")
+    g.add_argument("--frames", type=int, default=16, help="frames per sequence (official: %(default)s)")
+    g.add_argument("--keep-global-motion", action="store_true",
+                   help="centre all frames on one mean instead of each on its own (official: own mean)")
+    g.add_argument("--skip-short", action="store_true",
+                   help="skip sequences with fewer source frames than --frames instead of repeating frames")
+    g.add_argument("--up", choices=("y", "z"), default="y", help="source up axis; z is rotated to Y-up")
     p.set_defaults(func=run)
 
 
@@ -738,7 +763,12 @@ def run(args: argparse.Namespace) -> int:
                            n_uniform=args.n_uniform, n_cloud=args.n_cloud, split_fractions=tuple(args.split),
                            split_file=args.split_file, max_faces=args.max_faces, workers=args.workers,
                            seed=args.seed)
-    result = prepare(args.src, args.out, config, count=args.count, progress=not args.no_progress)
+    from hyperdiffusion.data.animation import AnimationConfig
+
+    anim = AnimationConfig(n_frames=args.frames, keep_global_motion=args.keep_global_motion,
+                           skip_short=args.skip_short, up=args.up)
+    result = prepare(args.src, args.out, config, count=args.count, progress=not args.no_progress, kind=args.kind,
+                     animation=anim)
     print(summary(result))
     if result.n_ok == 0:
         # One line that names the problem, not only the source: with one input file, its skip reason.
