@@ -172,12 +172,22 @@ def test_early_stopped_shape_is_frozen_while_others_continue():
 
 
 def test_keep_best_returns_weights_of_best_epoch():
-    cfg = replace(CFG, max_epochs=4, keep="best")
+    # Random labels: the epoch loss wanders around 512 log 2 = 355, so the best epoch is not the last.
+    cfg = replace(CFG, max_epochs=6, early_stop_patience=100)
     s = _shape("noise", cfg)
-    w_best, rec = fit_shapes([s], _init(), cfg, MLP)
-    # the best-epoch weights differ from the final ones unless the last epoch was the best
-    w_final, rec_f = fit_shapes([s], _init(), replace(cfg, keep="final"), MLP)
-    assert (rec[0].best_loss == rec[0].final_loss) == torch.equal(w_best, w_final)
+    # The plateau schedule looks only at past epochs, so a run cut at k epochs is exactly the first
+    # k epochs of a longer one: its final weights are the longer run's weights after epoch k.
+    losses, after = [], []
+    for k in range(1, cfg.max_epochs + 1):
+        w, rec = fit_shapes([s], _init(), replace(cfg, max_epochs=k), MLP)
+        losses.append(rec[0].final_loss)
+        after.append(w)
+    best = int(np.argmin(losses))
+    assert best < cfg.max_epochs - 1, losses  # else this case could not tell best from final
+    w_best, rec = fit_shapes([s], _init(), replace(cfg, keep="best"), MLP)
+    assert rec[0].best_loss == losses[best] and rec[0].final_loss == losses[-1]
+    assert torch.equal(w_best, after[best])  # the weights as they were after the best epoch, bit for bit
+    assert not torch.equal(w_best, after[-1])
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -218,6 +228,22 @@ def test_fit_dataset_chunks_resume(tmp_path, monkeypatch):
     # a rerun with other settings into the same folder is refused, not mixed
     with pytest.raises(Exception, match="other shapes or settings"):
         fit_dataset(data, out, replace(cfg, lr=5e-3), MLP, batch_shapes=1, device="cpu")
+
+
+def test_fit_progress_counts_shape_epochs_over_the_stage(tmp_path, capsys):
+    # Not a terminal (pytest captures stderr): plain lines, no carriage-return redraws. The count is
+    # shape-epochs over the whole stage; a shape that stops early takes its unused budget out of the
+    # total, so the last line ends at exactly the epochs trained, 100 %.
+    data = _write_dataset(tmp_path / "data", ["box", "noise", "sphere"])
+    cfg = replace(CFG, max_epochs=12, early_stop_patience=2)
+    fit_dataset(data, tmp_path / "fit", cfg, MLP, batch_shapes=2, device="cpu")
+    err = capsys.readouterr().err
+    shapes = json.loads((tmp_path / "fit" / "fit_quality.json").read_text())["shapes"]
+    trained = sum(q["epochs"] for q in shapes.values())
+    assert trained < 3 * cfg.max_epochs, shapes  # a shape did stop early (else the case shows nothing)
+    lines = [line for line in err.splitlines() if line.startswith("fit: ")]
+    assert lines and lines[-1].startswith(f"fit: {trained}/{trained} shape-epochs (100.0%)"), err
+    assert "shapes=3/3" in lines[-1] and "\r" not in err
 
 
 def test_cosine_schedule_values():

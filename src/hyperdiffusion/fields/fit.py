@@ -40,10 +40,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from hyperdiffusion.io import InputError, ensure_writable_dir, load_safetensors, save_safetensors, write_json
 from hyperdiffusion.fields.mlp import MLPConfig, batched_forward, default_init, save_weight_set
+from hyperdiffusion.progress import progress as progress_bar
 
 # --------------------------------------------------------------------------- configuration
 
@@ -108,6 +108,19 @@ class ShapeSamples:
     eval_points: torch.Tensor  # [m, 3]
     eval_occ: torch.Tensor  # [m]
     eval_surface: torch.Tensor  # [m] bool: near-surface (True) or uniform (False)
+    # 4D sequences (fit4d.py): the training points are stored frame after frame, delimited by
+    # these [F + 1] offsets, and eval_frame is each held-out point's frame; None for 3D shapes.
+    train_frame_starts: torch.Tensor | None = None
+    eval_frame: torch.Tensor | None = None
+
+
+def _draw(shape: ShapeSamples, steps: int, pps: int, generator: torch.Generator) -> torch.Tensor:
+    """[steps, pps] training-point indices: uniform with replacement (3D), or the official 4D batch."""
+    if shape.train_frame_starts is not None:
+        from hyperdiffusion.fields.fit4d import draw_frame_indices
+
+        return draw_frame_indices(shape.train_frame_starts, steps, pps, generator)
+    return torch.randint(len(shape.train_points), (steps, pps), generator=generator)
 
 
 def stable_seed(seed: int, name: str, purpose: str) -> int:
@@ -236,7 +249,7 @@ def fit_shapes(shapes: list[ShapeSamples], init: torch.Tensor, cfg: FitConfig, m
 
     for epoch in range(cfg.max_epochs):
         # One epoch of draws per shape from its own generator, so batching cannot change them.
-        idx = [torch.randint(len(shapes[b].train_points), (steps, pps), generator=gens[b]) for b in active]
+        idx = [_draw(shapes[b], steps, pps, gens[b]) for b in active]
         pts = torch.stack([shapes[b].train_points[i] for b, i in zip(active, idx)]).to(device)
         occ = torch.stack([shapes[b].train_occ[i] for b, i in zip(active, idx)]).to(device)
         lr = torch.as_tensor(sched.lr, dtype=torch.float32, device=device)
@@ -294,6 +307,10 @@ def fit_quality(weights: torch.Tensor, shapes: list[ShapeSamples], mlp: MLPConfi
         for key, sel in (("iou_uniform", ~s.eval_surface), ("iou_surface", s.eval_surface)):
             row[key] = iou(pred[sel], true[sel])
             row["n_" + key[4:]] = int(sel.sum())
+        if s.eval_frame is not None:  # a 4D sequence: IoU per frame, mean and worst frame
+            from hyperdiffusion.fields.fit4d import frame_quality
+
+            row.update(frame_quality(pred, true, s))
         out.append(row)
     return out
 
@@ -325,11 +342,29 @@ def _names(dataset, split: str) -> list[str]:
     return sorted(names)
 
 
-def _load(dataset_root: Path, name: str, cfg: FitConfig) -> ShapeSamples:
+def _load(dataset_root: Path, name: str, cfg: FitConfig, mlp: MLPConfig | None = None) -> ShapeSamples:
     from hyperdiffusion.data import prepare
+
+    if mlp is not None and mlp.in_dim == 4:  # a sequence of a 4D dataset (fit4d.py)
+        from hyperdiffusion.fields.fit4d import load_sequence
+
+        return load_sequence(dataset_root, name, cfg, mlp)
 
     points, occ, n_surface = prepare.load_samples(dataset_root, name)
     return split_samples(name, points, occ, int(n_surface), cfg)
+
+
+def _mlp_for_dataset(dataset_root: Path, mlp: MLPConfig) -> MLPConfig:
+    """A 4D dataset (prepare's manifest "kind": "4d") is fitted with the 4D MLP over (x, y, z, t)."""
+    from hyperdiffusion.data.animation import is_4d_dataset
+    from hyperdiffusion.fields.mlp import DEFAULT_T_MODE
+
+    four = is_4d_dataset(dataset_root)
+    if four and mlp.in_dim == 3:
+        return replace(mlp, in_dim=4, t_mode=mlp.t_mode or DEFAULT_T_MODE)
+    if not four and mlp.in_dim != 3:
+        raise InputError(f"{dataset_root}: a 3D dataset; a {mlp.in_dim}D MLP (--t-mode) needs a 4D dataset")
+    return mlp
 
 
 def _pick_device(device: str) -> torch.device:
@@ -340,45 +375,72 @@ def _pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+class _FitProgress:
+    """Progress of the whole fit stage in shape-epochs (one epoch of one shape = steps_per_epoch steps).
+
+    The total is the budget of the shapes still to fit (max_epochs each); when a shape stops
+    early its unused epochs leave the total, so the count ends at the epochs really trained
+    and the ETA (remaining budget / measured rate) is an upper bound that shrinks as shapes stop.
+    """
+
+    def __init__(self, bar, n_shapes: int, max_epochs: int):
+        self.bar, self.n_shapes, self.max_epochs = bar, n_shapes, max_epochs
+        self.shapes_done = 0
+
+    def chunk_read_back(self, n_names: int) -> None:
+        self.shapes_done += n_names
+
+    def epoch_callback(self, n_names: int, label: str, counted: bool = True) -> Callable[[int, int], None]:
+        """on_epoch for one chunk; `counted=False` for the first-weights shape when it is not an output."""
+        active_before = n_names
+
+        def on_epoch(epoch: int, n_active: int) -> None:
+            nonlocal active_before
+            stopped = active_before - n_active
+            if stopped and self.bar.total:
+                self.bar.total -= stopped * (self.max_epochs - epoch)  # their unused budget
+            if counted:
+                self.shapes_done += stopped
+            self.bar.set_postfix(batch=label, epoch=epoch, active=n_active,
+                                 shapes=f"{self.shapes_done}/{self.n_shapes}", refresh=False)
+            self.bar.update(active_before)  # every shape active before this epoch trained one epoch
+            active_before = n_active
+
+        return on_epoch
+
+
 def _fit_chunk(path: Path, names: list[str], init: torch.Tensor, dataset_root: Path, cfg: FitConfig,
-               mlp: MLPConfig, device, precision: str, stamp: dict, bar) -> tuple[torch.Tensor, list[dict]]:
+               mlp: MLPConfig, device, precision: str, stamp: dict,
+               on_epoch: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, list[dict]]:
     """Fit `names` together and write them to `path`; or read them back if a previous run did."""
     if path.is_file():
         tensors, meta = load_safetensors(path)
         if meta.get("names") != names or meta.get("stamp") != stamp:
             raise InputError(f"{path}: written by a run with other shapes or settings; use a new output folder")
-        bar.update(len(names))
         return tensors["weights"], meta["quality"]
     t0 = time.perf_counter()
-    shapes = [_load(dataset_root, n, cfg) for n in names]
-    done_before = bar.n
-
-    def on_epoch(epoch: int, n_active: int) -> None:
-        bar.set_postfix(epoch=epoch, active=n_active)
-        bar.n = done_before + len(names) - n_active
-        bar.refresh()
-
+    shapes = [_load(dataset_root, n, cfg, mlp) for n in names]
     weights, records = fit_shapes(shapes, init, cfg, mlp, device, precision, on_epoch)
     quality = [{**asdict(r), **q} for r, q in zip(records, fit_quality(weights, shapes, mlp, device))]
     seconds = time.perf_counter() - t0
     for q in quality:
         q["batch_seconds"] = round(seconds, 2)
     save_safetensors(path, {"weights": weights}, {"names": names, "stamp": stamp, "quality": quality})
-    bar.n = done_before + len(names)
-    bar.refresh()
     return weights, quality
 
 
 def fit_dataset(dataset: str | Path, out: str | Path, cfg: FitConfig = FitConfig(), mlp: MLPConfig = MLPConfig(),
                 split: str = "train", batch_shapes: int = 16, device: str = "auto", precision: str = "fp32",
-                limit: int | None = None) -> Path:
+                limit: int | None = None, progress: bool = True) -> Path:
     """Fit every shape of `split` ("train", "all", or "train,val") of a prepared dataset; return weights path.
 
     Resumable: each batch of shapes is written to OUT/chunks/ when it finishes and is read
-    back instead of refitted when the same command runs again.
+    back instead of refitted when the same command runs again. Progress is shown in
+    shape-epochs over the whole stage (`_FitProgress`).
     """
     dataset_root = Path(dataset)
     ds = _open_dataset(dataset_root)
+    mlp = _mlp_for_dataset(dataset_root, mlp)
     out = ensure_writable_dir(out)
     dev = _pick_device(device)
     if precision not in ("fp32", "bf16"):
@@ -393,23 +455,31 @@ def fit_dataset(dataset: str | Path, out: str | Path, cfg: FitConfig = FitConfig
     train = sorted(ds.names("train"))
     stamp = {"fit": cfg.to_dict(), "mlp": mlp.to_dict(), "precision": precision}
     chunks = out / "chunks"
-    with tqdm(total=len(names), desc="fit", unit="shape") as bar:  # closed on errors too
-        # First weights: the first train shape alone from a seeded default init (REFERENCE.md).
-        init_name = (train or names)[0]
-        generator = torch.Generator().manual_seed(cfg.seed)
-        init = default_init(mlp, 1, generator)[0]
-        fitted: dict[str, tuple[torch.Tensor, dict]] = {}
-        if cfg.first_weights:
-            w, q = _fit_chunk(chunks / "first.safetensors", [init_name], init, dataset_root, cfg, mlp, dev,
-                              precision, stamp, bar if init_name in names else tqdm(disable=True))
-            init = w[0]
-            fitted[init_name] = (w[0], q[0])
-        rest = [n for n in names if n not in fitted]
-        for i in range(0, len(rest), batch_shapes):
-            batch = rest[i:i + batch_shapes]
-            w, q = _fit_chunk(chunks / f"chunk_{i // batch_shapes:05d}.safetensors", batch, init, dataset_root, cfg,
-                              mlp, dev, precision, stamp, bar)
-            fitted.update({n: (w[j], q[j]) for j, n in enumerate(batch)})
+    # First weights: the first train shape alone from a seeded default init (REFERENCE.md).
+    init_name = (train or names)[0]
+    plan: list[tuple[Path, list[str]]] = [(chunks / "first.safetensors", [init_name])] if cfg.first_weights else []
+    rest = [n for n in names if not (cfg.first_weights and n == init_name)]
+    plan += [(chunks / f"chunk_{i // batch_shapes:05d}.safetensors", rest[i:i + batch_shapes])
+             for i in range(0, len(rest), batch_shapes)]
+    todo_epochs = sum(len(batch) * cfg.max_epochs for path, batch in plan if not path.is_file())
+    generator = torch.Generator().manual_seed(cfg.seed)
+    init = default_init(mlp, 1, generator)[0]
+    fitted: dict[str, tuple[torch.Tensor, dict]] = {}
+    with progress_bar(total=todo_epochs, desc="fit", unit="shape-epoch", disable=not progress) as bar:
+        tracker = _FitProgress(bar, len(names), cfg.max_epochs)
+        n_batches = len(plan) - int(cfg.first_weights)
+        for k, (path, batch) in enumerate(plan):
+            first = cfg.first_weights and k == 0
+            label = "first weights" if first else f"{k + 1 - int(cfg.first_weights)}/{n_batches}"
+            counted = not first or init_name in names  # the first-weights shape may not be in the split
+            if path.is_file() and counted:
+                tracker.chunk_read_back(len(batch))
+            w, q = _fit_chunk(path, batch, init, dataset_root, cfg, mlp, dev, precision, stamp,
+                              tracker.epoch_callback(len(batch), label, counted))
+            if first:
+                init = w[0]
+            if counted:
+                fitted.update({n: (w[j], q[j]) for j, n in enumerate(batch)})
 
     weights = torch.stack([fitted[n][0] for n in names])
     quality = {n: fitted[n][1] for n in names}
@@ -417,6 +487,10 @@ def fit_dataset(dataset: str | Path, out: str | Path, cfg: FitConfig = FitConfig
              "first_weights_shape": init_name if cfg.first_weights else None, "precision": precision}
     save_weight_set(out / "weights.safetensors", weights, names, mlp, extra)
     summary = summarise(quality)
+    if mlp.in_dim == 4:
+        from hyperdiffusion.fields.fit4d import summarise_frames
+
+        summary["frames"] = summarise_frames(quality)
     write_json(out / "fit_quality.json", {"summary": summary, "config": extra, "shapes": quality})
     print(format_summary(summary))
     return out / "weights.safetensors"
@@ -440,6 +514,10 @@ def format_summary(s: dict[str, Any]) -> str:
              f"held-out IoU uniform: mean {u['mean']:.4f}, min {u['min']:.4f}; "
              f"near-surface: mean {su['mean']:.4f}, min {su['min']:.4f}",
              "worst (uniform, near-surface): " + ", ".join(f"{n} {a:.3f}/{b:.3f}" for n, a, b in s["worst_uniform"])]
+    if "frames" in s:  # 4D: per-frame IoU on held-out uniform points
+        fm, fw = s["frames"]["iou_frame_mean"], s["frames"]["iou_frame_worst"]
+        lines.append(f"per-frame IoU: mean over frames {fm['mean']:.4f} (lowest sequence {fm['min']:.4f}); "
+                     f"worst frame {fw['mean']:.4f} on average, {fw['min']:.4f} at the lowest")
     return "\n".join(lines)
 
 
@@ -456,12 +534,16 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--limit", type=int, default=None, help="fit only the first N shapes (sorted names)")
     p.add_argument("--hidden", type=int, default=None, help="MLP width (paper: 128)")
+    p.add_argument("--t-mode", choices=["index", "normalised"], default=None,
+                   help="4D datasets: t = frame index 0..15 (official) or normalised to (-0.5, 0.5) "
+                        "(default: normalised, docs/4D.md)")
     for field, typ in (("max_epochs", int), ("steps_per_epoch", int), ("points_per_step", int), ("lr", float),
                        ("seed", int)):
         p.add_argument("--" + field.replace("_", "-"), type=typ, default=None, help=f"override the preset's {field}")
     p.add_argument("--keep", choices=["final", "best"], default=None, help="weights kept when a shape stops")
     p.add_argument("--schedule", choices=["plateau", "cosine"], default=None,
                    help="lr schedule: plateau (paper) or cosine over --max-epochs")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.set_defaults(func=_main)
 
 
@@ -473,8 +555,10 @@ def _main(args: argparse.Namespace) -> int:
                  if getattr(args, k) is not None}
     cfg = replace(PRESETS[args.preset], **overrides)
     mlp = MLPConfig(hidden=args.hidden) if args.hidden else MLPConfig()
+    if args.t_mode:
+        mlp = replace(mlp, in_dim=4, t_mode=args.t_mode)
     if args.batch_shapes < 1:
         raise InputError("--batch-shapes must be at least 1")
     fit_dataset(args.dataset, args.out, cfg, mlp, args.split, args.batch_shapes, args.device, args.precision,
-                args.limit)
+                args.limit, progress=not args.no_progress)
     return 0
