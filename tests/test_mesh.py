@@ -79,6 +79,26 @@ def test_empty_and_full_fields_warn_with_the_name(tmp_path):
     assert "hollow" in text and "solid" in text and "octa" not in text
 
 
+def test_non_finite_weights_get_a_status_not_a_traceback(tmp_path):
+    bad = octahedron_mlp(0.3).clone()
+    bad[5] = float("nan")  # one diverged weight poisons the whole field
+    inf = constant_mlp(float("inf"))
+    field = np.zeros((4, 4, 4), np.float32)
+    field[1, 2, 3] = np.nan
+    assert field_to_mesh(field) == (None, "non-finite")
+    weights = torch.stack([octahedron_mlp(0.3), bad, inf, octahedron_mlp(0.25)])
+    save_weight_set(tmp_path / "w" / "weights.safetensors", weights, ["a", "diverged", "infinite", "d"], MLP)
+    out = tmp_path / "m"
+    with pytest.warns(UserWarning) as caught:  # the run goes on past the bad samples, in the same batch
+        status = mesh_weights(tmp_path / "w", out, MeshConfig(res=16, n_points=64, batch_shapes=4), "cpu",
+                              progress=False)
+    assert status == {"a": "ok", "diverged": "non-finite", "infinite": "non-finite", "d": "ok"}
+    assert json.loads((out / "mesh.json").read_text())["status"] == status
+    text = [str(w.message) for w in caught]
+    assert len(text) == 2 and text[0].startswith("diverged: ") and text[1].startswith("infinite: ")
+    assert sorted(p.name for p in (out / "clouds").iterdir()) == ["a.npy", "d.npy"]
+
+
 def test_level_logit_moves_the_surface():
     ws = WeightSet(octahedron_mlp(0.3)[None], ["octa"], MLP, {})
     (m0,) = extract_meshes(ws, res=33)

@@ -25,13 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import trimesh
-from tqdm import tqdm
 
 from hyperdiffusion.io import (InputError, atomic_path, ensure_writable_dir, read_json, safe_name, save_npy,
                                write_json)
 from hyperdiffusion.fields.mlp import MLPConfig, WeightSet, load_weight_set, positional_encoding, split_weights
+from hyperdiffusion.progress import progress as progress_bar
 
 FORMATS = ("ply", "obj", "glb")
+STATUSES = ("ok", "empty", "full", "non-finite")  # per name in mesh.json
 
 
 @dataclass(frozen=True)
@@ -105,15 +106,16 @@ def evaluate_grid(weights: torch.Tensor, cfg: MLPConfig, res: int, chunk: int = 
 def field_to_mesh(field: np.ndarray | torch.Tensor, level: float = 0.0) -> tuple[trimesh.Trimesh | None, str]:
     """Marching cubes on a [res, res, res] logit grid over [-0.5, 0.5]^3; returns (mesh, status).
 
-    status is "ok", "empty" (no point at or above `level`) or "full" (no point below it).
-    Inside is the larger side, which scikit-image's "ascent" convention orients outwards
-    (checked by a positive volume in tests/test_mesh.py).
+    status is "ok", "empty" (no point at or above `level`), "full" (no point below it) or
+    "non-finite" (NaN or infinite values: a diverged sample's weights), the last three with
+    mesh None. Inside is the larger side, which scikit-image's "ascent" convention orients
+    outwards (checked by a positive volume in tests/test_mesh.py).
     """
     from skimage.measure import marching_cubes
 
     field = np.asarray(field, np.float32)
     if not np.isfinite(field).all():
-        raise ValueError("the field has NaN or infinite values")
+        return None, "non-finite"
     if field.max() <= level:
         return None, "empty"
     if field.min() >= level:
@@ -128,23 +130,29 @@ def field_to_mesh(field: np.ndarray | torch.Tensor, level: float = 0.0) -> tuple
 def extract_meshes(weight_set: WeightSet | str | Path, res: int = 256, level: float = 0.5,
                    level_logit: float | None = None, batch_shapes: int = 4, chunk: int = 2**18,
                    device: str | torch.device = "cpu", progress: bool = False) -> list[trimesh.Trimesh | None]:
-    """One mesh per MLP of a weight set (None, with a warning naming the shape, for an empty/full field)."""
+    """One mesh per MLP of a weight set (None, with a warning naming the shape, for an empty, full or
+    non-finite field)."""
     ws = load_weight_set(weight_set) if isinstance(weight_set, (str, Path)) else weight_set
     cfg = MeshConfig(res=res, level=level, level_logit=level_logit, chunk=chunk, batch_shapes=batch_shapes)
     meshes: list[trimesh.Trimesh | None] = []
-    for start in tqdm(range(0, len(ws.names), batch_shapes), disable=not progress, desc="mesh"):
-        fields = evaluate_grid(ws.weights[start:start + batch_shapes], ws.mlp, res, chunk, device)
-        for name, field in zip(ws.names[start:start + batch_shapes], fields):
-            meshes.append(_mesh_or_warn(name, field, cfg.logit))
+    with progress_bar(total=len(ws.names), desc="mesh", unit="shape", disable=not progress) as bar:
+        for start in range(0, len(ws.names), batch_shapes):
+            fields = evaluate_grid(ws.weights[start:start + batch_shapes], ws.mlp, res, chunk, device)
+            for name, field in zip(ws.names[start:start + batch_shapes], fields):
+                meshes.append(_mesh_or_warn(name, field, cfg.logit)[0])
+                bar.update(1)
     return meshes
 
 
-def _mesh_or_warn(name: str, field: torch.Tensor, logit: float) -> trimesh.Trimesh | None:
+def _mesh_or_warn(name: str, field: torch.Tensor, logit: float) -> tuple[trimesh.Trimesh | None, str]:
+    """(mesh, status); a warning naming the shape when there is no mesh."""
     mesh, status = field_to_mesh(field.numpy(), logit)
-    if status != "ok":
+    if status == "non-finite":
+        warnings.warn(f"{name}: the MLP gives NaN or infinite values (non-finite weights?); no mesh", stacklevel=3)
+    elif status != "ok":
         side = "outside" if status == "empty" else "inside"
         warnings.warn(f"{name}: every grid point is {side} the level set (logit {logit:g}); no mesh", stacklevel=3)
-    return mesh
+    return mesh, status
 
 
 def surface_cloud(mesh: trimesh.Trimesh, n: int, seed: int) -> np.ndarray:
@@ -175,33 +183,33 @@ def mesh_weights(weights: str | Path, out: str | Path, cfg: MeshConfig = MeshCon
         record["status"] = {n: s for n, s in old.get("status", {}).items() if s != "ok" or _files_exist(out, n, cfg)}
     todo = [n for n in ws.names if n not in record["status"]]
     index = {n: i for i, n in enumerate(ws.names)}
-    bar = tqdm(total=len(ws.names), initial=len(ws.names) - len(todo), desc="mesh", unit="shape",
-               disable=not progress)
     t0 = time.perf_counter()
-    for start in range(0, len(todo), cfg.batch_shapes):
-        names = todo[start:start + cfg.batch_shapes]
-        fields = evaluate_grid(ws.weights[[index[n] for n in names]], ws.mlp, cfg.res, cfg.chunk, dev)
-        for name, field in zip(names, fields):
-            mesh = _mesh_or_warn(name, field, cfg.logit)
-            if mesh is not None:
-                path = out / "meshes" / f"{safe_name(name)}.{cfg.format}"
-                with atomic_path(path) as tmp:
-                    mesh.export(tmp, file_type=cfg.format)
-                seed = cfg.seed * 1_000_003 + index[name]
-                save_npy(out / "clouds" / f"{safe_name(name)}.npy", surface_cloud(mesh, cfg.n_points, seed))
-            record["status"][name] = "ok" if mesh is not None else field_status(field, cfg.logit)
-            bar.update(1)
-        write_json(status_path, record)
-    bar.close()
+    with progress_bar(total=len(ws.names), initial=len(ws.names) - len(todo), desc="mesh", unit="shape",
+                      disable=not progress) as bar:
+        for start in range(0, len(todo), cfg.batch_shapes):
+            names = todo[start:start + cfg.batch_shapes]
+            fields = evaluate_grid(ws.weights[[index[n] for n in names]], ws.mlp, cfg.res, cfg.chunk, dev)
+            for name, field in zip(names, fields):
+                mesh, status = _mesh_or_warn(name, field, cfg.logit)
+                if mesh is not None:
+                    path = out / "meshes" / f"{safe_name(name)}.{cfg.format}"
+                    with atomic_path(path) as tmp:
+                        mesh.export(tmp, file_type=cfg.format)
+                    seed = cfg.seed * 1_000_003 + index[name]
+                    save_npy(out / "clouds" / f"{safe_name(name)}.npy", surface_cloud(mesh, cfg.n_points, seed))
+                record["status"][name] = status
+                bar.update(1)
+            write_json(status_path, record)
     record["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(status_path, record)
-    counts = {s: sum(v == s for v in record["status"].values()) for s in ("ok", "empty", "full")}
-    print(f"meshes: {counts['ok']} ok, {counts['empty']} empty, {counts['full']} full -> {out}")
+    counts = status_counts(record["status"])
+    print("meshes: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES) + f" -> {out}")
     return record["status"]
 
 
-def field_status(field: torch.Tensor, logit: float) -> str:
-    return "empty" if float(field.max()) <= logit else "full"
+def status_counts(status: dict[str, str]) -> dict[str, int]:
+    """How many names have each status of STATUSES (mesh.json's "status")."""
+    return {s: sum(v == s for v in status.values()) for s in STATUSES}
 
 
 def _files_exist(out: Path, name: str, cfg: MeshConfig) -> bool:
