@@ -26,8 +26,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hyperdiffusion.fields.mlp import MLPConfig
-
 TOKENIZERS = ("layers", "chunks")
 
 
@@ -73,9 +71,14 @@ def preset(name: str, **overrides: Any) -> TransformerConfig:
     return replace(PAPER_PRESETS[name], **overrides)
 
 
-def token_sizes(mlp: MLPConfig, tokenizer: str = "layers", chunk_size: int | None = None) -> list[int]:
-    """Sizes of the weight tokens, in flat order, summing to mlp.n_params."""
-    sizes = [math.prod(shape) for _, shape in mlp.tensor_shapes()]
+def token_sizes(layout, tokenizer: str = "layers", chunk_size: int | None = None) -> list[int]:
+    """Sizes of the weight tokens, in flat order, summing to the vector's length.
+
+    :param layout: the sizes of the tensors the flat vector is made of, in order (an MLP's
+        state-dict tensors), or an object with `tensor_shapes()` such as `MLPConfig`.
+    """
+    sizes = ([math.prod(shape) for _, shape in layout.tensor_shapes()] if hasattr(layout, "tensor_shapes")
+             else [int(s) for s in layout])
     if tokenizer == "layers":
         return sizes
     if tokenizer == "chunks":
@@ -134,12 +137,16 @@ class Block(nn.Module):
 
 
 class WeightTransformer(nn.Module):
-    """Denoiser over flat weight vectors: forward(x_t [B, P], t [B]) -> [B, P]."""
+    """Denoiser over flat weight vectors: forward(x_t [B, P], t [B]) -> [B, P].
 
-    def __init__(self, cfg: TransformerConfig, mlp: MLPConfig):
+    :param layout: sizes of the tensors the vector is made of, in flat order (or an `MLPConfig`);
+        `tokenizer="layers"` makes one token of each.
+    """
+
+    def __init__(self, cfg: TransformerConfig, layout):
         super().__init__()
-        self.cfg, self.mlp_cfg = cfg, mlp
-        self.splits = token_sizes(mlp, cfg.tokenizer, cfg.chunk_size)
+        self.cfg = cfg
+        self.splits = token_sizes(layout, cfg.tokenizer, cfg.chunk_size)
         self.t_embed = TimestepEmbedder(cfg.num_frequencies, cfg.max_freq_log2)
         n_tokens = len(self.splits) + 1  # + the timestep token, last as in G.pt
         self.encoders = nn.ModuleList(nn.Linear(s, cfg.n_embd, bias=False) for s in self.splits + [self.t_embed.dim])
@@ -172,10 +179,16 @@ class WeightTransformer(nn.Module):
         return torch.cat([dec(h[:, i]) for i, dec in enumerate(self.decoders)], dim=1)
 
 
-def build_model(cfg: TransformerConfig, mlp: MLPConfig, device: str | torch.device = "cpu") -> WeightTransformer:
+def build_model(cfg: TransformerConfig, layout, device: str | torch.device = "cpu") -> WeightTransformer:
     """Construct on `device`; "meta" builds without allocating (for parameter counts of the 1.4 B presets)."""
     with torch.device(device):
-        return WeightTransformer(cfg, mlp)
+        return WeightTransformer(cfg, layout)
+
+
+def build(config: dict[str, Any], sample_shape: tuple[int, ...], layout: list[int] | None) -> WeightTransformer:
+    """The denoiser registry's builder (denoisers/__init__.py): flat samples, tokens from `layout`."""
+    assert len(sample_shape) == 1, f"the weight transformer denoises flat vectors; got samples of shape {sample_shape}"
+    return WeightTransformer(TransformerConfig.from_dict(config), layout or [sample_shape[0]])
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,11 +1,12 @@
-"""Sample new MLP weights from a trained diffusion checkpoint, then mesh them (paper Sec. 3.3).
+"""The `sample` stage: new samples from a trained diffusion checkpoint, then surfaces (paper Sec. 3.3).
 
-`hyperdiffusion sample CKPT OUT --n 100 --steps 50` rebuilds the model from the
-checkpoint file alone, samples with the EMA weights, and writes
+`hyperdiffusion sample CKPT OUT --n 100 --steps 50` rebuilds the model, the diffusion and the
+representation from the checkpoint file alone, samples with the EMA weights, and writes
 
     OUT/batches/batch_XXXX.safetensors   one per batch, written as it finishes (resume unit)
-    OUT/weights.safetensors (+ .json)    all samples, the format `fit` writes; names sample_0000 ...
-    OUT/meshes/, OUT/clouds/, OUT/mesh.json   through the mesh stage (unless --no-mesh)
+    OUT/weights.safetensors (+ .json)    MLP samples, the format `fit` writes (names sample_0000 ...);
+    OUT/samples.safetensors              or, for other representations, their raw samples
+    OUT/meshes/, OUT/clouds/, OUT/mesh.json   the surfaces `evaluate` reads (unless --no-mesh)
 
 The paper samples with DDIM, eta = 0, over all 500 steps, in batches of 100,
 without clipping (REFERENCE.md, "Sampling and meshes"). Each batch's noise comes
@@ -25,9 +26,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from hyperdiffusion.diffusion.checkpoint import load_denoiser
+from hyperdiffusion.diffusion.runtime import autocast_context, resolve_device, seeded_generator
 from hyperdiffusion.io import InputError, ensure_writable_dir, load_safetensors, save_safetensors
-from hyperdiffusion.fields.mlp import save_weight_set
-from hyperdiffusion.diffusion.train import autocast_context, load_denoiser, resolve_device, seeded_generator
+from hyperdiffusion.representations import DecodeOptions, get_representation
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,9 @@ class SampleConfig:
     precision: str = "fp32"
     device: str = "auto"
     mesh: bool = True
-    res: int | None = None  # marching-cubes resolution; None = the mesh stage's default
-    level: float | None = None  # surface occupancy probability; None = the mesh stage's default (0.5)
-    level_logit: float | None = None  # overrides `level`; the paper's test meshes used 1.386 (p = 0.8) at res 356
+    res: int | None = None  # marching-cubes resolution (MLPs); None = the mesh stage's default
+    level: float | None = None  # surface occupancy probability; None = the representation's default (0.5)
+    level_logit: float | None = None  # MLPs: overrides `level`; the paper's test meshes used 1.386 (p = 0.8) at res 356
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,7 +58,7 @@ def _batch_path(out: Path, b: int) -> Path:
     return out / "batches" / f"batch_{b:04d}.safetensors"
 
 
-def _sample_batch(model, diffusion, norm, cfg: SampleConfig, b: int, size: int, dim: int,
+def _sample_batch(model, diffusion, norm, cfg: SampleConfig, b: int, size: int, sample_shape: tuple[int, ...],
                   device: torch.device) -> torch.Tensor:
     # The starting noise (and DDPM/DDIM-eta noise) comes from a CPU generator on CPU; on GPU we seed
     # the device generator, which is reproducible on one machine but not bitwise across machines.
@@ -65,20 +67,21 @@ def _sample_batch(model, diffusion, norm, cfg: SampleConfig, b: int, size: int, 
     else:
         g = torch.Generator(device=device).manual_seed(int(seeded_generator(cfg.seed, 4, b).initial_seed()))
     with autocast_context(cfg.precision, device):
-        x = diffusion.sample(model, (size, dim), sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta,
+        x = diffusion.sample(model, (size, *sample_shape), sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta,
                              generator=g, device=device)
     return norm.decode(x.float()).cpu()
 
 
 def sample_weights(ckpt: str | Path, out_dir: str | Path, cfg: SampleConfig = SampleConfig(), *,
                    progress: bool = True) -> Path:
-    """Sample `cfg.n` weight vectors into OUT/weights.safetensors (resumable by batch); returns its path."""
+    """Sample `cfg.n` shapes into the representation's samples file in OUT (resumable by batch); returns its path."""
     if cfg.n < 1 or cfg.batch_size < 1:
         raise InputError(f"--n and --batch-size must be positive; got {cfg.n} and {cfg.batch_size}")
     out = ensure_writable_dir(out_dir)
     device = resolve_device(cfg.device)
     model, diffusion, norm, meta = load_denoiser(ckpt, use_ema=cfg.use_ema, device=device)
-    mlp = model.mlp_cfg
+    rep = get_representation(meta["representation"]["name"])
+    sample_shape = tuple(meta["data"]["sample_shape"])
     sizes = [min(cfg.batch_size, cfg.n - s) for s in range(0, cfg.n, cfg.batch_size)]
     batch_meta = {"config": cfg.to_dict(), "checkpoint_step": meta["step"]}
     parts = []
@@ -89,31 +92,41 @@ def sample_weights(ckpt: str | Path, out_dir: str | Path, cfg: SampleConfig = Sa
             if bm.get("batch") == {**batch_meta, "size": sizes[b]}:
                 parts.append(tensors["weights"])
                 continue  # finished before a crash or an earlier run with the same settings
-        w = _sample_batch(model, diffusion, norm, cfg, b, sizes[b], mlp.n_params, device)
+        w = _sample_batch(model, diffusion, norm, cfg, b, sizes[b], sample_shape, device)
         save_safetensors(path, {"weights": w}, {"batch": {**batch_meta, "size": sizes[b]}})
         parts.append(w)
     weights = torch.cat(parts)
-    n_bad = int((~torch.isfinite(weights)).any(dim=1).sum())
+    n_bad = int((~torch.isfinite(weights.flatten(1))).any(dim=1).sum())
     names = [f"sample_{i:04d}" for i in range(cfg.n)]
-    path = out / "weights.safetensors"
-    save_weight_set(path, weights, names, mlp, extra={
+    return rep.save_samples(out, weights, names, meta["representation"]["info"], extra={
         "stage": "sample", "sample_config": cfg.to_dict(), "checkpoint": str(ckpt),
         "checkpoint_step": meta["step"], "weights_used": meta["weights_used"],
+        "representation": rep.name, "denoiser": meta["denoiser"]["name"],
         "train_config": meta["train_config"], "n_non_finite": n_bad})
-    return path
 
 
-def mesh_samples(weights_path: Path, out_dir: Path, cfg: SampleConfig, progress: bool = True) -> Any:
-    """Meshes and point clouds through the mesh stage (hyperdiffusion.fields.mesh, written by the fit helper)."""
-    from hyperdiffusion.fields.mesh import MeshConfig, mesh_weights
+def decode_options(cfg: SampleConfig) -> DecodeOptions:
+    extra = {"level_logit": cfg.level_logit} if cfg.level_logit is not None else {}
+    return DecodeOptions(res=cfg.res, level=cfg.level, device=cfg.device, extra=extra)
 
-    overrides = {k: v for k, v in (("res", cfg.res), ("level", cfg.level), ("level_logit", cfg.level_logit))
-                 if v is not None}
-    return mesh_weights(weights_path, out_dir, MeshConfig(**overrides), device=cfg.device, progress=progress)
+
+def mesh_samples(samples_path: Path, out_dir: Path, cfg: SampleConfig, progress: bool = True) -> dict[str, str]:
+    """Samples -> OUT/meshes, OUT/clouds, OUT/mesh.json through their representation (recorded in the file)."""
+    from hyperdiffusion.io import read_json
+
+    meta_path = samples_path.with_suffix(".json")
+    name = "mlp3d"
+    if samples_path.name != "weights.safetensors":
+        from hyperdiffusion.representations.voxel import read_samples
+
+        name = read_samples(samples_path)[1]["representation"]
+    elif meta_path.is_file():
+        name = read_json(meta_path).get("representation", "mlp3d")
+    return get_representation(name).decode(samples_path, Path(out_dir), decode_options(cfg), progress=progress)
 
 
 def sample(ckpt: str | Path, out_dir: str | Path, cfg: SampleConfig = SampleConfig(), *, progress: bool = True) -> Path:
-    """The whole stage: weights, then meshes unless cfg.mesh is False."""
+    """The whole stage: samples, then surfaces unless cfg.mesh is False."""
     path = sample_weights(ckpt, out_dir, cfg, progress=progress)
     if cfg.mesh:
         mesh_samples(path, Path(out_dir), cfg, progress=progress)
@@ -121,12 +134,13 @@ def sample(ckpt: str | Path, out_dir: str | Path, cfg: SampleConfig = SampleConf
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("sample", help="sample new MLPs from a trained diffusion checkpoint, then mesh them",
-                              description="Sample MLP weights (EMA weights, DDIM eta 0 by default) and mesh them. "
-                                          "Rerun the same command to resume after a crash.")
+    p = subparsers.add_parser("sample", help="sample new shapes from a trained diffusion checkpoint, then mesh them",
+                              description="Sample with the EMA weights (DDIM, eta 0 by default), then turn the samples "
+                                          "into meshes and clouds. The checkpoint says what it samples (MLP weights, "
+                                          "voxel grids). Rerun the same command to resume after a crash.")
     p.add_argument("ckpt", help="checkpoint: training OUT folder, its checkpoints/ folder, or last.safetensors")
     p.add_argument("out", help="output folder")
-    p.add_argument("--n", type=int, default=100, help="number of MLPs to sample (default 100)")
+    p.add_argument("--n", type=int, default=100, help="number of shapes to sample (default 100)")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps (default: all T, as the paper)")
     p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM eta (0 = deterministic, the paper)")
@@ -136,7 +150,7 @@ def register(subparsers) -> None:
     p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default="fp32")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-mesh", action="store_true", help="write weights only")
-    p.add_argument("--res", type=int, default=None, help="marching-cubes resolution (default: the mesh stage's)")
+    p.add_argument("--res", type=int, default=None, help="marching-cubes resolution for MLP samples (default: the mesh stage's)")
     p.add_argument("--level", type=float, default=None,
                    help="surface occupancy probability for marching cubes (default: the mesh stage's, 0.5)")
     p.add_argument("--level-logit", type=float, default=None,

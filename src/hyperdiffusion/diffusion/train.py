@@ -1,11 +1,12 @@
-"""Train the weight-space diffusion model on a set of fitted MLPs (paper Sec. 3.2).
+"""The `train` stage: a diffusion model on any representation's training tensors (paper Sec. 3.2).
 
-`hyperdiffusion train MLPS OUT` reads a weight set written by `fit`
-(`mlp.load_weight_set`) and writes
+`hyperdiffusion train DATA OUT` reads DATA through a representation (representations/):
+a weight set written by `fit` for HyperDiffusion (`mlp3d`, the default for weight sets), or a
+prepared dataset for a baseline (`--representation voxel`). It writes
 
     OUT/config.json                     the resolved TrainConfig
-    OUT/checkpoints/last.safetensors    "model.*", "ema.*", "opt.*" (and "norm.*") tensors;
-                                        its metadata "checkpoint" holds everything else
+    OUT/checkpoints/last.safetensors    weights, EMA, optimiser state; the metadata names the
+                                        representation, denoiser and diffusion (diffusion/checkpoint.py)
     OUT/checkpoints/last.json           the same metadata, human-readable
     OUT/metrics.jsonl                   one JSON record per logged step (and TensorBoard
                                         event files when tensorboard is installed)
@@ -19,18 +20,16 @@ Exact resume: all randomness of a step (timesteps, noise) comes from a generator
 seeded by (seed, step), and each epoch's data order from one seeded by
 (seed, epoch). A run that stops at a checkpoint and resumes therefore takes the
 same steps as one that never stopped (bitwise on CPU; tests/test_train.py).
-A checkpoint is one safetensors file, written atomically; no pickle anywhere.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import copy
 import json
 import math
 import time
-from contextlib import nullcontext
+import typing
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -38,26 +37,37 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from hyperdiffusion.diffusion.gaussian import DiffusionConfig, GaussianDiffusion
-from hyperdiffusion.io import InputError, ensure_writable_dir, load_safetensors, save_safetensors, write_bytes, write_json
-from hyperdiffusion.fields.mlp import MLPConfig, load_weight_set
-from hyperdiffusion.denoisers.transformer import PAPER_PRESETS, TransformerConfig, WeightTransformer, build_model, count_parameters, preset
+from hyperdiffusion.denoisers import count_parameters, get_denoiser
+from hyperdiffusion.diffusion.checkpoint import (b64, checkpoint_path, load_optimizer_state, prefixed, read_checkpoint,
+                                                 save_checkpoint, unb64, build_from_meta, load_denoiser)
+from hyperdiffusion.diffusion.gaussian import BETA_SCHEDULES, DiffusionConfig, GaussianDiffusion
+from hyperdiffusion.diffusion.runtime import autocast_context, resolve_device, seeded_generator
+from hyperdiffusion.diffusion.standardize import Standardizer
+from hyperdiffusion.io import InputError, ensure_writable_dir, write_bytes, write_json
+from hyperdiffusion.representations import (REPRESENTATIONS, DecodeOptions, TrainingSet, detect_representation,
+                                            get_representation)
 
-CHECKPOINT_FORMAT = "hyperdiffusion-diffusion-checkpoint"
+# Transformer size settings that override its preset (the other denoisers have presets only).
+TRANSFORMER_OVERRIDES = ("n_embd", "n_layer", "n_head", "tokenizer", "chunk_size")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Defaults are the paper's airplane run (REFERENCE.md); `TRAIN_PRESETS["cpu"]` is the small demo."""
+    """Defaults are the paper's airplane run (REFERENCE.md); `TRAIN_PRESETS` has the other sizes and the baselines."""
 
-    preset: str = "plane"  # transformer size, a key of transformer.PAPER_PRESETS
-    n_embd: int | None = None  # None = the preset's; set to override the width ...
+    representation: str = "mlp3d"  # a key of representations.REPRESENTATIONS
+    denoiser: str | None = None  # a key of denoisers.DENOISERS; None = the representation's default
+    preset: str = "plane"  # the denoiser's size preset (transformer: plane/chair/car/4d/cpu; unet3d: paper/cpu)
+    n_embd: int | None = None  # transformer only: None = the preset's; set to override the width ...
     n_layer: int | None = None  # ... depth ...
     n_head: int | None = None  # ... and heads
-    tokenizer: str = "layers"  # "layers" (paper) or "chunks"
+    tokenizer: str | None = None  # "layers" (paper) or "chunks"
     chunk_size: int | None = None
-    # Diffusion (paper: x0 prediction, T = 500, linear betas, fixed-large variance)
+    # Diffusion (paper: x0 prediction, T = 500, linear betas 1e-4 -> 2e-2, fixed-large variance)
     timesteps: int = 500
+    beta_start: float = 1e-4
+    beta_end: float = 2e-2
+    schedule: str = "linear"
     prediction: str = "x0"
     variance: str = "fixed_large"
     # Optimisation (paper)
@@ -81,16 +91,36 @@ class TrainConfig:
     val_samples: int = 4
     val_ddim_steps: int = 50
     val_res: int = 256
-    val_level: float = 0.0  # logit (paper validation: res 256, level 0)
+    val_level: float = 0.5  # surface occupancy probability (paper validation: res 256, p = 0.5, logit 0)
     val_reference: str | None = None  # prepared dataset (or clouds folder) that validation samples are scored against
     val_split: str = "val"  # its split, for a prepared dataset
 
-    def transformer_config(self) -> TransformerConfig:
-        sizes = {k: getattr(self, k) for k in ("n_embd", "n_layer", "n_head") if getattr(self, k) is not None}
-        return preset(self.preset, tokenizer=self.tokenizer, chunk_size=self.chunk_size, **sizes)
+    def __post_init__(self) -> None:
+        if self.schedule not in BETA_SCHEDULES:
+            raise InputError(f"unknown schedule {self.schedule!r}; choose one of {sorted(BETA_SCHEDULES)}")
+        if not 0.0 < self.val_level < 1.0:
+            raise InputError(f"val_level is an occupancy probability in (0, 1); got {self.val_level}")
+
+    @property
+    def denoiser_name(self) -> str:
+        return self.denoiser or get_representation(self.representation).default_denoiser
+
+    def denoiser_config(self) -> dict[str, Any]:
+        """The denoiser's config dict: its size preset plus any overrides (recorded in checkpoints)."""
+        overrides = {k: getattr(self, k) for k in TRANSFORMER_OVERRIDES if getattr(self, k) is not None}
+        if overrides and self.denoiser_name != "transformer":
+            raise InputError(f"{sorted(overrides)} set the transformer's size; the {self.denoiser_name} "
+                             "denoiser takes --preset only")
+        if overrides.get("tokenizer") == "chunks" and not overrides.get("chunk_size"):
+            raise InputError("--tokenizer chunks needs --chunk-size N")
+        try:
+            return get_denoiser(self.denoiser_name).config(self.preset, **overrides)
+        except (ValueError, AssertionError) as e:
+            raise InputError(str(e)) from None
 
     def diffusion_config(self) -> DiffusionConfig:
-        return DiffusionConfig(timesteps=self.timesteps, prediction=self.prediction, variance=self.variance)
+        return DiffusionConfig(timesteps=self.timesteps, beta_start=self.beta_start, beta_end=self.beta_end,
+                               schedule=self.schedule, prediction=self.prediction, variance=self.variance)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,17 +130,25 @@ class TrainConfig:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
+# Not the paper: a few thousand steps of a small model on a 2-core CPU. A higher lr and a short
+# EMA suit a run that is 100x shorter than the paper's.
+_CPU = dict(lr=1e-3, batch_size=16, epochs=2000, lr_step_epochs=500, ema_decay=0.995, log_every=20,
+            ckpt_every=200, val_every_epochs=0, val_ddim_steps=25, val_res=64)
+
 TRAIN_PRESETS: dict[str, TrainConfig] = {
-    **{name: TrainConfig(preset=name) for name in ("plane", "chair", "car", "4d")},
-    # Not the paper: a few thousand steps of a 10 M-parameter model on a 2-core CPU.
-    # A higher lr and a short EMA suit a run that is 100x shorter than the paper's.
+    # HyperDiffusion (paper sizes, REFERENCE.md "Weight-space diffusion")
+    **{name: TrainConfig(preset=name) for name in ("plane", "chair", "car")},
     # Standardised weights: MLPs fitted from the same first weights differ by small amounts
     # that a short run cannot resolve against unit noise. On 32 built-in chairs, 2000 steps,
     # samples were shapeless blobs without it and recognisable chairs with it (README demo).
-    "cpu": TrainConfig(preset="cpu", lr=1e-3, batch_size=16, epochs=2000, lr_step_epochs=500,
-                       ema_decay=0.995, standardize=True, log_every=20, ckpt_every=200, val_every_epochs=0,
-                       val_ddim_steps=25, val_res=64),
+    "cpu": TrainConfig(preset="cpu", standardize=True, **_CPU),
+    # The voxel baseline (REFERENCE.md "Voxel baseline"): the same diffusion and optimiser as the paper.
+    "voxel": TrainConfig(representation="voxel", preset="paper"),
+    "voxel-cpu": TrainConfig(representation="voxel", preset="cpu", **_CPU),
 }
+
+# The preset `train` uses when none is named: the paper's on a GPU, the small one on a CPU.
+DEFAULT_PRESETS = {"mlp3d": ("plane", "cpu"), "voxel": ("voxel", "voxel-cpu")}
 
 # Fields that may change between a run and its resumption: they do not affect the steps taken.
 RESUMABLE_CHANGES = {"epochs", "max_steps", "device", "log_every", "ckpt_every",
@@ -121,59 +159,18 @@ RESUMABLE_CHANGES = {"epochs", "max_steps", "device", "log_every", "ckpt_every",
 # ----------------------------------------------------------------------------- pieces
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def autocast_context(precision: str, device: torch.device):
-    """The one precision switch (nanoGPT): bf16 autocast or nothing; parameters stay fp32."""
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    if precision not in ("auto", "fp32", "bf16"):
-        raise InputError(f"precision must be auto, fp32 or bf16; got {precision!r}")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
-
-
-def seeded_generator(*keys: int) -> torch.Generator:
-    """A CPU generator whose seed is a pure function of `keys` (seed, purpose, step ...)."""
-    h = 0
-    for k in keys:
-        h = (h * 1_000_003 + int(k) + 1) % (2**63 - 1)
-    return torch.Generator().manual_seed(h)
-
-
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The data order of one epoch, reproducible from (seed, epoch) alone."""
     return torch.randperm(n, generator=seeded_generator(seed, 1, epoch))
 
 
-def step_randomness(seed: int, step: int, batch: int, dim: int, timesteps: int) -> tuple[torch.Tensor, torch.Tensor]:
+def step_randomness(seed: int, step: int, batch: int, sample_shape: tuple[int, ...] | int, timesteps: int
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """Timesteps (uniform, as the paper) and noise for one step, drawn on CPU so every device agrees."""
     g = seeded_generator(seed, 2, step)
+    shape = (sample_shape,) if isinstance(sample_shape, int) else tuple(sample_shape)
     t = torch.randint(0, timesteps, (batch,), generator=g)
-    return t, torch.randn(batch, dim, generator=g)
-
-
-@dataclass
-class Standardizer:
-    """Per-coordinate standardisation of weight vectors; identity when mean/std are None."""
-
-    mean: torch.Tensor | None = None
-    std: torch.Tensor | None = None
-
-    @classmethod
-    def fit(cls, weights: torch.Tensor) -> "Standardizer":
-        # A floor on std: coordinates that are (nearly) equal in every training MLP would
-        # otherwise be blown up by 1/std.
-        std = weights.std(dim=0, unbiased=False) if len(weights) > 1 else torch.ones(weights.shape[1])
-        return cls(weights.mean(dim=0), std.clamp_min(1e-4))
-
-    def encode(self, w: torch.Tensor) -> torch.Tensor:
-        return w if self.mean is None else (w - self.mean.to(w)) / self.std.to(w)
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return z if self.mean is None else z * self.std.to(z) + self.mean.to(z)
+    return t, torch.randn(batch, *shape, generator=g)
 
 
 @torch.no_grad()
@@ -192,100 +189,6 @@ def ema_decay_at(step: int, decay: float) -> float:
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     # The official code: AdamW(self.parameters(), lr) with weight decay on every parameter.
     return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def _b64(t: torch.Tensor) -> str:
-    return base64.b64encode(t.numpy().tobytes()).decode()
-
-
-def _unb64(s: str) -> torch.Tensor:
-    return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
-
-
-def save_checkpoint(path: Path, *, model: torch.nn.Module, ema: torch.nn.Module | None, opt: torch.optim.Optimizer,
-                    sched: torch.optim.lr_scheduler.StepLR, norm: Standardizer, cfg: TrainConfig, mlp: MLPConfig,
-                    step: int, epoch: int, data: dict[str, Any]) -> None:
-    """One safetensors file (atomic) holding tensors and, in its metadata, every scalar; a JSON twin beside it."""
-    tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
-    if ema is not None:
-        tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
-    opt_sd = opt.state_dict()
-    for idx, state in opt_sd["state"].items():
-        for key, value in state.items():
-            tensors[f"opt.{idx}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    if norm.mean is not None:
-        tensors["norm.mean"], tensors["norm.std"] = norm.mean, norm.std
-    meta = {
-        "format": CHECKPOINT_FORMAT, "version": 1, "step": step, "epoch": epoch,
-        "train_config": cfg.to_dict(), "model_config": cfg.transformer_config().to_dict(),
-        "diffusion_config": cfg.diffusion_config().to_dict(), "mlp": mlp.to_dict(),
-        "n_model_params": count_parameters(model), "has_ema": ema is not None,
-        "standardize": norm.mean is not None,
-        "optimizer": {"param_groups": opt_sd["param_groups"]},
-        "scheduler": sched.state_dict(),
-        "rng": {"scheme": "per-step generators seeded by (seed, step); per-epoch order by (seed, epoch)",
-                "torch_cpu": _b64(torch.get_rng_state())},
-        "data": data,
-    }
-    save_safetensors(path, tensors, {"checkpoint": meta})
-    write_json(path.with_suffix(".json"), meta)
-
-
-def read_checkpoint(path: str | Path, prefixes: tuple[str, ...] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, metadata) of a checkpoint; `prefixes` loads only tensors whose names start so.
-
-    `path` may be the .safetensors file, its folder `checkpoints/`, or a training OUT folder.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "last.safetensors" if (path / "last.safetensors").is_file() else path / "checkpoints" / "last.safetensors"
-    if prefixes is None:
-        tensors, raw = load_safetensors(path)
-    else:
-        from safetensors import safe_open
-
-        if not path.is_file():
-            raise InputError(f"{path}: file not found")
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                raw = {k: json.loads(v) for k, v in (f.metadata() or {}).items() if k == "checkpoint"}
-                tensors = {k: f.get_tensor(k) for k in f.keys() if k.startswith(prefixes)}
-        except Exception as e:
-            raise InputError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
-    meta = raw.get("checkpoint")
-    if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
-        raise InputError(f"{path}: not a hyperdiffusion diffusion checkpoint (no 'checkpoint' metadata)")
-    return tensors, meta
-
-
-def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in _prefixed(tensors, "opt.").items():
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
-    groups = copy.deepcopy(meta["optimizer"]["param_groups"])
-    for g in groups:
-        g["betas"] = tuple(g["betas"])
-    opt.load_state_dict({"state": state, "param_groups": groups})
-
-
-def load_denoiser(path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu"
-                  ) -> tuple[WeightTransformer, GaussianDiffusion, Standardizer, dict[str, Any]]:
-    """Rebuild (model, diffusion, standardizer, metadata) from the checkpoint file alone (for sampling)."""
-    tensors, meta = read_checkpoint(path, prefixes=("model.", "ema.", "norm."))
-    model = WeightTransformer(TransformerConfig.from_dict(meta["model_config"]), MLPConfig.from_dict(meta["mlp"]))
-    source = "ema." if use_ema and meta.get("has_ema") else "model."
-    model.load_state_dict(_prefixed(tensors, source))
-    norm = Standardizer(tensors.get("norm.mean"), tensors.get("norm.std"))
-    meta = {**meta, "weights_used": source.rstrip(".")}
-    return model.to(device).eval(), GaussianDiffusion(DiffusionConfig.from_dict(meta["diffusion_config"])), norm, meta
 
 
 # ----------------------------------------------------------------------------- logging
@@ -331,39 +234,34 @@ def _record_step(line: str) -> float:
 
 
 @torch.no_grad()
-def validate(model: torch.nn.Module, diffusion: GaussianDiffusion, norm: Standardizer, train_weights: torch.Tensor,
-             mlp: MLPConfig, cfg: TrainConfig, step: int, device: torch.device) -> dict[str, float]:
-    """Sample a few MLPs; report weight-space distances, how many mesh, and (with `val_reference`) their
-    MMD / COV / 1-NNA under Chamfer against as many seeded reference shapes (hd normalisation)."""
-    from hyperdiffusion.fields.mesh import extract_meshes
-    from hyperdiffusion.fields.mlp import WeightSet
-
+def validate(model: torch.nn.Module, diffusion: GaussianDiffusion, norm: Standardizer, tset: TrainingSet,
+             cfg: TrainConfig, step: int, device: torch.device) -> dict[str, float]:
+    """Sample a few shapes; report distances to the training tensors, how many have a surface, and (with
+    `val_reference`) their MMD / COV / 1-NNA under Chamfer against as many seeded reference shapes."""
     g = seeded_generator(cfg.seed, 3, step)
-    x = diffusion.sample(model, (cfg.val_samples, mlp.n_params), sampler="ddim", steps=cfg.val_ddim_steps,
+    x = diffusion.sample(model, (cfg.val_samples, *tset.sample_shape), sampler="ddim", steps=cfg.val_ddim_steps,
                          generator=g if device.type == "cpu" else None, device=device)
-    w = norm.decode(x.float()).cpu()
-    nn_dist = torch.cdist(w, train_weights.cpu()).min(dim=1).values
-    out = {"val/nn_dist": nn_dist.mean().item(), "val/sample_std": w.std().item()}
-    names = [f"val_{i:02d}" for i in range(len(w))]
-    meshes = extract_meshes(WeightSet(w, names, mlp, {}), res=cfg.val_res, level_logit=cfg.val_level, device=device)
-    meshes = [m for m in meshes if m is not None and len(m.faces) > 0]
-    out["val/nonempty_fraction"] = len(meshes) / max(len(names), 1)
-    if cfg.val_reference and meshes:
-        out.update(_score_validation(meshes, cfg))
+    x = norm.decode(x.float()).cpu()
+    nn_dist = torch.cdist(x.flatten(1), tset.data.flatten(1)).min(dim=1).values
+    out = {"val/nn_dist": nn_dist.mean().item(), "val/sample_std": x.std().item()}
+    options = DecodeOptions(res=cfg.val_res, level=cfg.val_level, seed=cfg.seed, device=str(device))
+    clouds = [c for c in get_representation(cfg.representation).to_clouds(x, tset.info, options) if c is not None]
+    out["val/nonempty_fraction"] = len(clouds) / max(len(x), 1)
+    if cfg.val_reference and clouds:
+        out.update(_score_validation(clouds, cfg))
     return out
 
 
-def _score_validation(meshes: list, cfg: TrainConfig) -> dict[str, float]:
+def _score_validation(clouds: list, cfg: TrainConfig) -> dict[str, float]:
     import numpy as np
 
     from hyperdiffusion.evaluation import metrics
     from hyperdiffusion.evaluation.evaluate import load_clouds
-    from hyperdiffusion.fields.mesh import surface_cloud
 
     ref, _, _ = load_clouds(cfg.val_reference, cfg.val_split, n_points=2048, seed=cfg.seed)
-    keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(ref))[: len(meshes)])  # equal set sizes
+    keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(ref))[: len(clouds)])  # equal set sizes
     ref = metrics.normalize_clouds(ref[keep], "hd")
-    gen = metrics.normalize_clouds(np.stack([surface_cloud(m, 2048, cfg.seed) for m in meshes[: len(ref)]]), "hd")
+    gen = metrics.normalize_clouds(np.stack(clouds[: len(ref)]), "hd")
     scores = metrics.set_metrics(metrics.pairwise_chamfer(gen), metrics.pairwise_chamfer(gen, ref),
                                  metrics.pairwise_chamfer(ref))
     return {f"val/{k}_cd": v for k, v in scores.items()}
@@ -372,9 +270,9 @@ def _score_validation(meshes: list, cfg: TrainConfig) -> dict[str, float]:
 # ----------------------------------------------------------------------------- training
 
 
-def train(weights_path: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainConfig(), *,
+def train(data: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainConfig(), *,
           progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) a weight-space diffusion model; returns a summary dict.
+    """Train (or resume) a diffusion model on `data` read through `cfg.representation`; returns a summary.
 
     Rerunning with the same OUT resumes from OUT/checkpoints/last.safetensors.
     """
@@ -384,50 +282,57 @@ def train(weights_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
     ckpt_tensors, ckpt_meta = read_checkpoint(ckpt_path) if resume else ({}, {})
     if resume:
         cfg = _merge_for_resume(TrainConfig.from_dict(ckpt_meta["train_config"]), cfg, ckpt_path)
-    if cfg.preset not in PAPER_PRESETS:
-        raise InputError(f"unknown preset {cfg.preset!r}; choose one of {sorted(PAPER_PRESETS)}")
+    rep = get_representation(cfg.representation)
+    denoiser_config = cfg.denoiser_config()
 
-    ws = load_weight_set(weights_path)
-    mlp, train_w = ws.mlp, ws.weights
-    n, dim = train_w.shape
-    bad = int((~torch.isfinite(train_w)).any(dim=1).sum())
+    tset = rep.load(data, progress=progress)
+    n = len(tset.data)
+    bad = int((~torch.isfinite(tset.data.flatten(1))).any(dim=1).sum())
     if bad:  # one NaN row makes every loss NaN: the whole run would be wasted silently
-        raise InputError(f"{weights_path}: {bad} of {n} weight vectors contain NaN or infinite values")
-    if resume and (ckpt_meta["data"]["n"] != n or MLPConfig.from_dict(ckpt_meta["mlp"]) != mlp):
-        raise InputError(f"{weights_path}: differs from the weight set the run in {out} was trained on "
-                         f"({ckpt_meta['data']['n']} MLPs, {ckpt_meta['mlp']}); use a new OUT folder")
-    write_json(out / "config.json", {"train_config": cfg.to_dict(), "weights": str(weights_path)})
+        raise InputError(f"{data}: {bad} of {n} training samples contain NaN or infinite values")
+    data_meta = {"path": str(data), "n": n, "sample_shape": list(tset.sample_shape), "layout": tset.layout}
+    if resume and (ckpt_meta["data"]["n"] != n or ckpt_meta["representation"]["info"].get("mlp") != tset.info.get("mlp")
+                   or list(ckpt_meta["data"]["sample_shape"]) != list(tset.sample_shape)):
+        raise InputError(f"{data}: differs from the data the run in {out} was trained on "
+                         f"({ckpt_meta['data']['n']} samples of shape {ckpt_meta['data']['sample_shape']}); "
+                         "use a new OUT folder")
+    write_json(out / "config.json", {"train_config": cfg.to_dict(), "data": str(data)})
 
     device = resolve_device(cfg.device)
+    meta = {"train_config": cfg.to_dict(), "representation": {"name": rep.name, "info": tset.info},
+            "denoiser": {"name": cfg.denoiser_name, "config": denoiser_config},
+            "diffusion_config": cfg.diffusion_config().to_dict(), "data": data_meta}
     torch.manual_seed(cfg.seed)  # only the init draws from the global generator
-    model = WeightTransformer(cfg.transformer_config(), mlp).to(device)
+    model = build_from_meta(meta).to(device)
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 else None
     opt = make_optimizer(model, cfg)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
     diffusion = GaussianDiffusion(cfg.diffusion_config())
-    norm = Standardizer.fit(train_w) if cfg.standardize else Standardizer()
+    norm = Standardizer.fit(tset.data) if cfg.standardize else Standardizer()
     step = 0
     if resume:
-        model.load_state_dict(_prefixed(ckpt_tensors, "model."))
+        model.load_state_dict(prefixed(ckpt_tensors, "model."))
         if ema is not None:
-            ema.load_state_dict(_prefixed(ckpt_tensors, "ema."))
-        _load_optimizer(opt, ckpt_tensors, ckpt_meta)
+            ema.load_state_dict(prefixed(ckpt_tensors, "ema."))
+        load_optimizer_state(opt, ckpt_tensors, ckpt_meta)
         sched.load_state_dict(ckpt_meta["scheduler"])
-        torch.set_rng_state(_unb64(ckpt_meta["rng"]["torch_cpu"]))
+        torch.set_rng_state(unb64(ckpt_meta["rng"]["torch_cpu"]))
         if cfg.standardize:
             norm = Standardizer(ckpt_tensors["norm.mean"], ckpt_tensors["norm.std"])
         step = int(ckpt_meta["step"])
     del ckpt_tensors
 
-    data = norm.encode(train_w).to(device)
+    x_all = norm.encode(tset.data).to(device)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
     log = MetricsLog(out, step)
-    data_meta = {"path": str(weights_path), "n": n, "dim": dim}
+    meta["n_model_params"] = count_parameters(model)
 
     def checkpoint() -> None:
-        save_checkpoint(ckpt_path, model=model, ema=ema, opt=opt, sched=sched, norm=norm, cfg=cfg, mlp=mlp,
-                        step=step, epoch=step // steps_per_epoch, data=data_meta)
+        save_checkpoint(ckpt_path, model=model, ema=ema, opt=opt, norm=norm, meta={
+            **meta, "step": step, "epoch": step // steps_per_epoch, "scheduler": sched.state_dict(),
+            "rng": {"scheme": "per-step generators seeded by (seed, step); per-epoch order by (seed, epoch)",
+                    "torch_cpu": b64(torch.get_rng_state())}})
 
     model.train()
     bar = tqdm(total=total, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
@@ -436,8 +341,8 @@ def train(weights_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
         while step < total:
             epoch, k = divmod(step, steps_per_epoch)
             idx = epoch_order(n, cfg.seed, epoch)[k * cfg.batch_size:(k + 1) * cfg.batch_size]
-            t, noise = step_randomness(cfg.seed, step, len(idx), dim, diffusion.num_timesteps)
-            x0 = data[idx.to(device)]
+            t, noise = step_randomness(cfg.seed, step, len(idx), tset.sample_shape, diffusion.num_timesteps)
+            x0 = x_all[idx.to(device)]
             with autocast_context(cfg.precision, device):
                 loss = diffusion.training_loss(model, x0, t.to(device), noise.to(device))
             opt.zero_grad(set_to_none=True)
@@ -459,7 +364,7 @@ def train(weights_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
                 loss_sum, loss_count, t0 = 0.0, 0, time.perf_counter()
             if (epoch_done and cfg.val_every_epochs > 0 and cfg.val_samples > 0
                     and (step // steps_per_epoch) % cfg.val_every_epochs == 0):
-                log.write(step, validate(ema or model, diffusion, norm, train_w, mlp, cfg, step, device))
+                log.write(step, validate(ema or model, diffusion, norm, tset, cfg, step, device))
                 model.train()
             if step % cfg.ckpt_every == 0 or step == total:
                 checkpoint()
@@ -467,7 +372,7 @@ def train(weights_path: str | Path, out_dir: str | Path, cfg: TrainConfig = Trai
         bar.close()
         log.close()
     return {"step": step, "epochs": step / steps_per_epoch, "checkpoint": str(ckpt_path),
-            "n_model_params": count_parameters(model)}
+            "representation": rep.name, "denoiser": cfg.denoiser_name, "n_model_params": meta["n_model_params"]}
 
 
 def _merge_for_resume(saved: TrainConfig, requested: TrainConfig, ckpt: Path) -> TrainConfig:
@@ -483,40 +388,81 @@ def _merge_for_resume(saved: TrainConfig, requested: TrainConfig, ckpt: Path) ->
 
 # ----------------------------------------------------------------------------- CLI
 
+# One line of help per setting; the defaults shown come from the dataclass and the presets themselves.
+HELP = {
+    "representation": "what a sample is: " + ", ".join(sorted(REPRESENTATIONS)),
+    "denoiser": "the network (default: the representation's own)",
+    "max_steps": "stop after this many optimiser steps instead of --epochs",
+    "ema_decay": "EMA of the weights used for sampling; 0 = none (the paper)",
+    "precision": "auto (bf16 autocast on CUDA), fp32 or bf16",
+    "standardize": "standardise each coordinate with training-set mean/std (undone at sampling)",
+    "val_every_epochs": "validate every N epochs; 0 = never",
+    "val_level": "validation surface as an occupancy probability",
+    "val_reference": "prepared dataset whose split validation samples are scored against",
+}
+
+
+def _arg_type(f) -> Any:
+    """The argparse type of a dataclass field (`int | None` -> int)."""
+    hint = typing.get_type_hints(TrainConfig)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    return args[0]
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("train", help="train the weight-space diffusion transformer",
-                              description="Train a diffusion transformer on MLP weights written by `fit`. "
-                                          "Defaults are the paper's; rerun the same command to resume.")
-    p.add_argument("mlps", help="weight set from `fit` (folder or weights.safetensors)")
+    p = subparsers.add_parser("train", help="train a diffusion model (HyperDiffusion or a baseline)",
+                              description="Train a diffusion model on MLP weights written by `fit` (HyperDiffusion) "
+                                          "or on a prepared dataset (--representation voxel). Settings come from "
+                                          "--preset; each option below overrides it. Rerun the same command to resume.",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("data", help="weight set from `fit` (folder or weights.safetensors), or a prepared dataset")
     p.add_argument("out", help="output folder (checkpoints, metrics)")
-    p.add_argument("--preset", default="plane", choices=sorted(TRAIN_PRESETS),
-                   help="paper presets plane/chair/car/4d, or the small 'cpu' demo (default: plane)")
-    for name, typ in [("n_embd", int), ("n_layer", int), ("n_head", int), ("tokenizer", str), ("chunk_size", int), ("timesteps", int), ("prediction", str),
-                      ("variance", str), ("lr", float), ("weight_decay", float), ("batch_size", int),
-                      ("epochs", int), ("lr_step_epochs", int), ("lr_gamma", float), ("max_steps", int),
-                      ("ema_decay", float), ("precision", str), ("seed", int), ("device", str),
-                      ("log_every", int), ("ckpt_every", int), ("val_every_epochs", int), ("val_samples", int),
-                      ("val_ddim_steps", int), ("val_res", int), ("val_level", float), ("val_reference", str),
-                      ("val_split", str)]:
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None,
-                       help=f"override the preset (preset value: see `TrainConfig.{name}`)")
-    p.add_argument("--standardize", action="store_true", default=None,
-                   help="standardise each weight coordinate with training-set mean/std (undone at sampling)")
+    presets = ", ".join(f"{k} ({v.representation}, {v.preset})" for k, v in TRAIN_PRESETS.items())
+    p.add_argument("--preset", default=None, choices=sorted(TRAIN_PRESETS), metavar="NAME",
+                   help=f"{presets}. Default: the representation's paper preset on a GPU, its CPU preset "
+                        f"on a CPU ({DEFAULT_PRESETS})")
+    paper = TrainConfig()
+    for f in fields(TrainConfig):
+        if f.name == "preset":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(paper, f.name)
+        if f.type in (bool, "bool"):
+            p.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                           help=f"{HELP.get(f.name, '')} (paper: {default})")
+        else:
+            p.add_argument(flag, dest=f.name, type=_arg_type(f), default=None, metavar=f.name.upper(),
+                           help=f"{HELP.get(f.name, '')} (preset value; paper: {default})".strip())
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_main)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    base = TRAIN_PRESETS[args.preset]
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
+    """The preset named (or the default for the representation and device) with the options given; and a
+    line saying which preset was used."""
+    representation = args.representation or (TRAIN_PRESETS[args.preset].representation if args.preset
+                                              else detect_representation(args.data))
+    name = args.preset
+    note = f"preset {name}"
+    if name is not None and TRAIN_PRESETS[name].representation != representation:
+        fitting = [k for k, v in TRAIN_PRESETS.items() if v.representation == representation]
+        raise InputError(f"--preset {name} is for the {TRAIN_PRESETS[name].representation} representation; "
+                         f"for {representation} choose one of {', '.join(fitting)}")
+    if name is None:
+        gpu_preset, cpu_preset = DEFAULT_PRESETS[representation]
+        on_gpu = resolve_device(args.device or "auto").type == "cuda"
+        name = gpu_preset if on_gpu else cpu_preset
+        note = (f"preset {name} (the default on a {'GPU' if on_gpu else 'CPU'}; "
+                f"--preset {gpu_preset} is the paper's{'' if on_gpu else ', and needs a GPU'})")
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
                  if f.name != "preset" and getattr(args, f.name, None) is not None}
-    if overrides.get("tokenizer") == "chunks" and not overrides.get("chunk_size"):
-        raise InputError("--tokenizer chunks needs --chunk-size N")
-    return replace(base, **overrides)
+    overrides["representation"] = representation
+    return replace(TRAIN_PRESETS[name], **overrides), note
 
 
 def _main(args: argparse.Namespace) -> int:
-    summary = train(args.mlps, args.out, config_from_args(args), progress=not args.no_progress)
+    cfg, note = config_from_args(args)
+    print(f"train: {cfg.representation} with the {cfg.denoiser_name} denoiser, {note}")
+    summary = train(args.data, args.out, cfg, progress=not args.no_progress)
     print(json.dumps(summary))
     return 0

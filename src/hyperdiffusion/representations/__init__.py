@@ -1,0 +1,47 @@
+"""Representations: what one sample is, for the diffusion stack (diffusion/).
+
+    base.py        the interface: a dataset -> training tensors [N, *sample_shape]; samples -> surfaces
+    mlp3d.py       HyperDiffusion: an occupancy MLP's flat weight vector (from `fit`)
+    voxel.py       the paper's voxel baseline: 24^3 grids of -1 / +1 (voxel_grid.py does the geometry)
+    surfaces.py    in-memory meshes or clouds -> the meshes/, clouds/, mesh.json files `evaluate` reads
+
+A fifth representation is one module here with a `Representation` subclass, and one entry in
+`REPRESENTATIONS`; its default denoiser is a key of `denoisers.DENOISERS`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hyperdiffusion.io import InputError
+from hyperdiffusion.representations.base import DecodeOptions, Representation, TrainingSet
+from hyperdiffusion.representations.mlp3d import MLPWeights
+from hyperdiffusion.representations.voxel import VoxelGrids
+
+# name (recorded in every checkpoint) -> the representation.
+REPRESENTATIONS: dict[str, Representation] = {
+    "mlp3d": MLPWeights(),
+    "voxel": VoxelGrids(),
+}
+
+
+def get_representation(name: str) -> Representation:
+    if name not in REPRESENTATIONS:
+        raise InputError(f"unknown representation {name!r}; choose one of {', '.join(sorted(REPRESENTATIONS))}")
+    return REPRESENTATIONS[name]
+
+
+def detect_representation(source: str | Path) -> str:
+    """The representation a training source implies: weight sets are MLPs; a prepared dataset is ambiguous."""
+    path = Path(source)
+    if path.suffix == ".safetensors" or (path / "weights.safetensors").is_file():
+        return "mlp3d"
+    if (path / "manifest.json").is_file():
+        raise InputError(f"{path}: a prepared dataset; say which representation to train on it with "
+                         f"--representation ({', '.join(n for n in sorted(REPRESENTATIONS) if n != 'mlp3d')}), "
+                         "or fit MLPs first (`hyperdiffusion fit`) for HyperDiffusion")
+    raise InputError(f"{path}: neither a weight set (weights.safetensors) nor a prepared dataset (manifest.json)")
+
+
+__all__ = ["REPRESENTATIONS", "DecodeOptions", "Representation", "TrainingSet", "detect_representation",
+           "get_representation"]
