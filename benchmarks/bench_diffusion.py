@@ -16,7 +16,7 @@ import torch
 from hyperdiffusion.diffusion.gaussian import DiffusionConfig, GaussianDiffusion
 from hyperdiffusion.fields.mlp import MLPConfig
 from hyperdiffusion.diffusion.train import TRAIN_PRESETS, make_optimizer
-from hyperdiffusion.denoisers.transformer import PAPER_PRESETS, build_model, count_parameters
+from hyperdiffusion.denoisers.transformer import PAPER_PRESETS, TransformerConfig, build_model, count_parameters
 
 
 def main() -> None:
@@ -34,7 +34,7 @@ def main() -> None:
 
     mlp, tcfg = MLPConfig(), TRAIN_PRESETS["cpu"]
     torch.manual_seed(0)
-    model = build_model(tcfg.transformer_config(), mlp)
+    model = build_model(TransformerConfig.from_dict(tcfg.denoiser_config()), mlp)
     opt = make_optimizer(model, tcfg)
     diffusion = GaussianDiffusion(tcfg.diffusion_config())
     for batch in (tcfg.batch_size, 32):
