@@ -119,8 +119,10 @@ def test_pairwise_emd_modes_agree():
     b = rng.normal(size=(3, 64, 3)) + 0.5
     exact = metrics.pairwise_emd(a, b, mode="exact")
     approx = metrics.pairwise_emd(a, b, mode="approx")
+    # The auction's proven bound per pair: exact <= approx <= exact + eps_final x that pair's max cost.
+    cmax = np.array([[np.linalg.norm(x[:, None] - y[None], axis=-1).max() for y in b] for x in a])
     assert np.all(approx >= exact - 1e-9)
-    np.testing.assert_allclose(approx, exact, rtol=0.01)
+    assert np.all(approx <= exact + metrics.AuctionConfig().eps_final * cmax + 1e-9)
     sym = metrics.pairwise_emd(a, mode="exact")
     np.testing.assert_allclose(sym, sym.T)
     assert sym[0, 1] == pytest.approx(metrics.emd_exact(a[0], a[1]))
@@ -148,3 +150,21 @@ def test_subsample_is_seeded_subset():
     np.testing.assert_array_equal(s1, s2)
     assert s1.shape == (2, 10, 3)
     assert all(any(np.array_equal(p, q) for q in c[0]) for p in s1[0])
+
+
+@pytest.mark.parametrize("backend", ["kdtree", "torch"])
+def test_pairwise_chamfer_progress_counts_pairs(backend):
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(4, 30, 3)), rng.normal(size=(6, 20, 3))
+    for x, y, pairs in ((a, b, 24), (a, None, 16)):
+        done = []
+        metrics.pairwise_chamfer(x, y, backend=backend, progress=done.append, max_block_bytes=2 * 30 * 30 * 4)
+        assert sum(done) == pairs and len(done) > 1  # several reports, adding up to K x L
+
+
+def test_chamfer_backend_names():
+    assert metrics.chamfer_backend_name("kdtree") == "scipy-kdtree float64"
+    assert metrics.chamfer_backend_name("torch", "cuda", torch.float32) == "torch float32 cuda"
+    assert metrics.chamfer_backend_name("torch", "cpu", torch.float64) == "torch float64 cpu"
+    with pytest.raises(ValueError):
+        metrics.chamfer_backend_name("brute")

@@ -114,11 +114,42 @@ def _device(name: str) -> str:
     return name
 
 
-def _pairwise_cd(a, b, device):
-    # kd-trees on CPU (10x faster than torch.cdist here, REFERENCE.md); batched torch on GPU.
+def _chamfer_settings(device: str) -> dict:
+    # kd-trees on CPU (10x faster than torch.cdist here, REFERENCE.md); batched float32 torch on GPU.
     if device == "cpu":
-        return metrics.pairwise_chamfer(a, b, backend="kdtree")
-    return metrics.pairwise_chamfer(a, b, backend="torch", device=device, max_block_bytes=2 << 30)
+        return {"backend": "kdtree"}
+    import torch
+
+    return {"backend": "torch", "device": device, "dtype": torch.float32, "max_block_bytes": 2 << 30}
+
+
+def _pairwise_cd(a, b, device, progress=None):
+    return metrics.pairwise_chamfer(a, b, progress=progress, **_chamfer_settings(device))
+
+
+def sample_counts(path, n_clouds: int) -> dict:
+    """How many samples were generated, how many have no surface (mesh.json status) and how many have clouds.
+
+    A sample run folder (`sample` or `mesh` output) records every name's meshing status in
+    mesh.json and every generated name in weights.json; samples without a surface have no
+    cloud, so without these counts they would vanish from the metrics unnoticed.
+    """
+    from hyperdiffusion.fields.mesh import STATUSES
+
+    folder = Path(path) if isinstance(path, (str, Path)) else None
+    status_file = folder / "mesh.json" if folder is not None else None
+    if status_file is None or not status_file.is_file():
+        return {"generated": n_clouds, "with_cloud": n_clouds, **{s: None for s in STATUSES if s != "ok"},
+                "source": "clouds only (no mesh.json beside them: samples without a surface are not counted)"}
+    status = read_json(status_file).get("status", {})
+    counts = {s: sum(v == s for v in status.values()) for s in STATUSES}
+    generated, source = len(status), "mesh.json"
+    if (folder / "weights.json").is_file():
+        names = read_json(folder / "weights.json").get("names")
+        if isinstance(names, list):
+            generated, source = len(names), "weights.json and mesh.json"
+    return {"generated": generated, "with_cloud": n_clouds, **{s: counts[s] for s in STATUSES if s != "ok"},
+            "not_meshed": max(generated - len(status), 0), "source": source}
 
 
 def novelty(samples: np.ndarray, reference: np.ndarray, train: np.ndarray, train_names: list[str],
@@ -145,7 +176,7 @@ def novelty(samples: np.ndarray, reference: np.ndarray, train: np.ndarray, train
 
 def evaluate(samples, reference, config: EvalConfig = EvalConfig(), progress: bool = True) -> dict:
     """Metrics of `samples` against `reference`: paths (see `load_clouds`) or arrays [K, N, 3]."""
-    from tqdm import tqdm
+    from hyperdiffusion.progress import progress as progress_bar
 
     cfg = config
     if cfg.norm not in metrics.NORM_MODES:
@@ -155,7 +186,7 @@ def evaluate(samples, reference, config: EvalConfig = EvalConfig(), progress: bo
     device = _device(cfg.device)
     s_raw, s_names, s_kind = _as_clouds(samples, cfg.split, cfg)
     r_raw, r_names, r_kind = _as_clouds(reference, cfg.split, cfg)
-    n_generated = len(s_raw)
+    counts = sample_counts(samples, len(s_raw))
     all_names = list(s_names)  # novelty is about every generated shape, not the protocol's subset
     s_all = metrics.normalize_clouds(s_raw, cfg.norm)
     if len(s_raw) < len(r_raw):
@@ -169,11 +200,10 @@ def evaluate(samples, reference, config: EvalConfig = EvalConfig(), progress: bo
 
     n = len(r)
     result: dict = {}
-    with tqdm(total=3 * n * n, desc="chamfer", disable=not progress) as bar:
-        step = bar.update
-        d_sr = metrics.pairwise_chamfer(s, r, progress=step) if device == "cpu" else _pairwise_cd(s, r, device)
-        d_ss = metrics.pairwise_chamfer(s, progress=step) if device == "cpu" else _pairwise_cd(s, None, device)
-        d_rr = metrics.pairwise_chamfer(r, progress=step) if device == "cpu" else _pairwise_cd(r, None, device)
+    with progress_bar(total=3 * n * n, desc="chamfer", unit="pair", disable=not progress) as bar:
+        d_sr = _pairwise_cd(s, r, device, bar.update)
+        d_ss = _pairwise_cd(s, None, device, bar.update)
+        d_rr = _pairwise_cd(r, None, device, bar.update)
     cd = metrics.set_metrics(d_ss, d_sr, d_rr)
     result.update(mmd_cd=cd["mmd"], cov_cd=cd["cov"], nna_cd=cd["nna"])
 
@@ -190,7 +220,7 @@ def evaluate(samples, reference, config: EvalConfig = EvalConfig(), progress: bo
                         device="cpu" if cfg.emd == "exact" else device)
         kw = dict(mode=cfg.emd, squared=cfg.emd_squared, device=device)
         n_pairs = n * n + n * (n - 1)
-        with tqdm(total=n_pairs, desc=f"emd ({cfg.emd})", disable=not progress) as bar:
+        with progress_bar(total=n_pairs, desc=f"emd ({cfg.emd})", unit="pair", disable=not progress) as bar:
             e_sr = metrics.pairwise_emd(es, er, progress=bar.update, **kw)
             e_ss = metrics.pairwise_emd(es, progress=bar.update, **kw)
             e_rr = metrics.pairwise_emd(er, progress=bar.update, **kw)
@@ -220,11 +250,13 @@ def evaluate(samples, reference, config: EvalConfig = EvalConfig(), progress: bo
     result["modes"] = {
         "normalisation": cfg.norm,
         "chamfer": "squared, mean both ways (no sqrt, no 0.5)",
+        "chamfer_backend": metrics.chamfer_backend_name(**{k: v for k, v in _chamfer_settings(device).items()
+                                                           if k != "max_block_bytes"}),
         "emd": emd_mode,
         "points": int(s.shape[1]),
         "n_reference": n,
         "n_samples_used": n,
-        "n_samples_generated": n_generated,
+        "n_samples_generated": counts["generated"],
         "samples_source": s_kind,
         "reference_source": r_kind,
         "seed": cfg.seed,
@@ -234,6 +266,8 @@ def evaluate(samples, reference, config: EvalConfig = EvalConfig(), progress: bo
         else {"reason": "no training shapes given (--train TRAIN)"},
         "units": "MMD in normalised squared-Chamfer / EMD units; COV and 1-NNA are fractions in [0, 1]",
     }
+    # Every generated sample accounted for: scored ones, and those without a surface or cloud.
+    result["sample_counts"] = {**counts, "scored": n, "in_novelty": len(all_names) if cfg.train else 0}
     result["samples"] = s_names
     result["reference"] = r_names
     return result
@@ -261,6 +295,11 @@ def format_table(m: dict) -> str:
              f"{'EMD':6} {f(m['mmd_emd']):>10} {f(m['cov_emd'], 100, '{:.1f}'):>8} {f(m['nna_emd'], 100, '{:.1f}'):>8}",
              f"FPD {f(m['fpd'])}" + (f" (network {modes['fpd']['network_id']})" if m["fpd"] is not None
                                      else f" ({modes['fpd']['reason']})")]
+    c = m.get("sample_counts")
+    if c:
+        no_surface = ", ".join(f"{c[k]} {k}" for k in ("empty", "full", "non-finite") if c.get(k) is not None)
+        lines.append(f"samples: {c['generated']} generated, {c['with_cloud']} with a surface"
+                     + (f" ({no_surface})" if no_surface else "") + f", {c['scored']} scored")
     if m["novelty"]:
         nv = m["novelty"]
         lines.append(f"novelty: nearest-train CD median {nv['median']:.4g}, copy rate {nv['copy_rate'] * 100:.1f} %")

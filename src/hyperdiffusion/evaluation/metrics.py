@@ -208,7 +208,7 @@ def _one_way_kdtree(src: np.ndarray, dst: np.ndarray, workers: int, progress) ->
     for j in range(len(dst)):
         d = cKDTree(dst[j]).query(flat, k=1, workers=workers)[0]
         out[:, j] = (d.reshape(k, n) ** 2).mean(axis=1)
-        progress(1)
+        progress(k)
     return out
 
 
@@ -220,18 +220,36 @@ def pairwise_chamfer(a: np.ndarray, b: np.ndarray | None = None, backend: str = 
     `b=None` means `b is a` (the matrix is then symmetric and computed once).
     backend "kdtree": scipy cKDTree with `workers` threads (fast on CPU);
     backend "torch": batched [bi, bj, n, m] distance blocks on `device`, each block
-    at most `max_block_bytes`; the path for the GPU.
+    at most `max_block_bytes`; the path for the GPU. `chamfer_backend_name` names
+    the choice for metrics.json. `progress(p)` is called as pairs finish, p summing
+    to K x L.
     """
     same = b is None
     a = np.asarray(a, np.float64)
     b = a if same else np.asarray(b, np.float64)
     progress = progress or (lambda _n: None)
     if backend == "kdtree":
-        d_ab = _one_way_kdtree(a, b, workers, progress)
-        d_ba = d_ab if same else _one_way_kdtree(b, a, workers, progress)
+        # Two one-way passes of K x L each when a and b differ: each counts half of every pair.
+        half = progress if same else (lambda p: progress(p / 2))
+        d_ab = _one_way_kdtree(a, b, workers, half)
+        d_ba = d_ab if same else _one_way_kdtree(b, a, workers, half)
         return d_ab + d_ba.T
     if backend == "torch":
         return _pairwise_chamfer_torch(a, b, device, max_block_bytes, dtype, progress)
+    raise ValueError(f"unknown backend {backend!r}; choose 'kdtree' or 'torch'")
+
+
+def chamfer_backend_name(backend: str = "kdtree", device: str = "cpu", dtype: torch.dtype = torch.float32) -> str:
+    """How `pairwise_chamfer` computes with these settings, as metrics.json records it.
+
+    "scipy-kdtree float64" (exact nearest neighbours in double precision) or e.g.
+    "torch float32 cuda" (|x|^2 + |y|^2 - 2 x.y in that dtype; tests/test_metrics.py holds
+    float32 to the kd-tree within 1e-3 relative).
+    """
+    if backend == "kdtree":
+        return "scipy-kdtree float64"
+    if backend == "torch":
+        return f"torch {str(dtype).removeprefix('torch.')} {torch.device(device)}"
     raise ValueError(f"unknown backend {backend!r}; choose 'kdtree' or 'torch'")
 
 
