@@ -26,6 +26,11 @@ from torch import nn
 from hyperdiffusion.io import InputError, load_safetensors, save_safetensors, write_json
 
 WEIGHTS_FORMAT = "hyperdiffusion-weights"
+# How frame k of F becomes the MLP's t input (4D only; docs/4D.md). "index": t = k, the
+# official code's raw frame index 0..15; "normalised": t = (k + 0.5) / F - 0.5, in (-0.5, 0.5)
+# like x, y, z. The default is the one measured better (benchmarks/RESULTS.md, "4D").
+T_MODES = ("index", "normalised")
+DEFAULT_T_MODE = "normalised"
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,13 @@ class MLPConfig:
     n_hidden_layers: int = 3  # hidden Linear layers after the input one: 27->128 then 2 more 128->128
     out_dim: int = 1
     include_input: bool = True
+    t_mode: str | None = None  # 4D (in_dim=4) only: T_MODES; None for 3D (and "index" for old 4D files)
+
+    def __post_init__(self):
+        if self.t_mode is not None and self.t_mode not in T_MODES:
+            raise ValueError(f"t_mode must be one of {T_MODES}, not {self.t_mode!r}")
+        if self.in_dim == 4 and self.t_mode is None:
+            object.__setattr__(self, "t_mode", "index")  # what a 4D file without the field meant
 
     @property
     def encoded_dim(self) -> int:
@@ -61,12 +73,27 @@ class MLPConfig:
         return sum(math.prod(s) for _, s in self.tensor_shapes())
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["t_mode"] is None:  # 3D configs keep the fields they always had
+            del d["t_mode"]
+        return d
+
+    def frame_times(self, n_frames: int = 16) -> torch.Tensor:
+        """The t input of frames 0..n_frames-1 (4D MLPs): float32 [n_frames]."""
+        if self.in_dim != 4:
+            raise ValueError("frame_times is for 4D MLPs (in_dim=4)")
+        k = torch.arange(n_frames, dtype=torch.float32)
+        return k if self.t_mode == "index" else (k + 0.5) / n_frames - 0.5
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "MLPConfig":
         known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         return cls(**known)
+
+
+def mlp4d(t_mode: str = DEFAULT_T_MODE, **kw: Any) -> MLPConfig:
+    """The paper's 4D MLP: (x, y, z, t), multires 4 on all four -> 36 inputs, 3 x 128, 37,889 parameters."""
+    return MLPConfig(in_dim=4, t_mode=t_mode, **kw)
 
 
 def positional_encoding(x: torch.Tensor, multires: int, include_input: bool = True) -> torch.Tensor:
