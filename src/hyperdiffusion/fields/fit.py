@@ -40,10 +40,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from hyperdiffusion.io import InputError, ensure_writable_dir, load_safetensors, save_safetensors, write_json
 from hyperdiffusion.fields.mlp import MLPConfig, batched_forward, default_init, save_weight_set
+from hyperdiffusion.progress import progress as progress_bar
 
 # --------------------------------------------------------------------------- configuration
 
@@ -375,42 +375,68 @@ def _pick_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+class _FitProgress:
+    """Progress of the whole fit stage in shape-epochs (one epoch of one shape = steps_per_epoch steps).
+
+    The total is the budget of the shapes still to fit (max_epochs each); when a shape stops
+    early its unused epochs leave the total, so the count ends at the epochs really trained
+    and the ETA (remaining budget / measured rate) is an upper bound that shrinks as shapes stop.
+    """
+
+    def __init__(self, bar, n_shapes: int, max_epochs: int):
+        self.bar, self.n_shapes, self.max_epochs = bar, n_shapes, max_epochs
+        self.shapes_done = 0
+
+    def chunk_read_back(self, n_names: int) -> None:
+        self.shapes_done += n_names
+
+    def epoch_callback(self, n_names: int, label: str, counted: bool = True) -> Callable[[int, int], None]:
+        """on_epoch for one chunk; `counted=False` for the first-weights shape when it is not an output."""
+        active_before = n_names
+
+        def on_epoch(epoch: int, n_active: int) -> None:
+            nonlocal active_before
+            stopped = active_before - n_active
+            if stopped and self.bar.total:
+                self.bar.total -= stopped * (self.max_epochs - epoch)  # their unused budget
+            if counted:
+                self.shapes_done += stopped
+            self.bar.set_postfix(batch=label, epoch=epoch, active=n_active,
+                                 shapes=f"{self.shapes_done}/{self.n_shapes}", refresh=False)
+            self.bar.update(active_before)  # every shape active before this epoch trained one epoch
+            active_before = n_active
+
+        return on_epoch
+
+
 def _fit_chunk(path: Path, names: list[str], init: torch.Tensor, dataset_root: Path, cfg: FitConfig,
-               mlp: MLPConfig, device, precision: str, stamp: dict, bar) -> tuple[torch.Tensor, list[dict]]:
+               mlp: MLPConfig, device, precision: str, stamp: dict,
+               on_epoch: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, list[dict]]:
     """Fit `names` together and write them to `path`; or read them back if a previous run did."""
     if path.is_file():
         tensors, meta = load_safetensors(path)
         if meta.get("names") != names or meta.get("stamp") != stamp:
             raise InputError(f"{path}: written by a run with other shapes or settings; use a new output folder")
-        bar.update(len(names))
         return tensors["weights"], meta["quality"]
     t0 = time.perf_counter()
     shapes = [_load(dataset_root, n, cfg, mlp) for n in names]
-    done_before = bar.n
-
-    def on_epoch(epoch: int, n_active: int) -> None:
-        bar.set_postfix(epoch=epoch, active=n_active)
-        bar.n = done_before + len(names) - n_active
-        bar.refresh()
-
     weights, records = fit_shapes(shapes, init, cfg, mlp, device, precision, on_epoch)
     quality = [{**asdict(r), **q} for r, q in zip(records, fit_quality(weights, shapes, mlp, device))]
     seconds = time.perf_counter() - t0
     for q in quality:
         q["batch_seconds"] = round(seconds, 2)
     save_safetensors(path, {"weights": weights}, {"names": names, "stamp": stamp, "quality": quality})
-    bar.n = done_before + len(names)
-    bar.refresh()
     return weights, quality
 
 
 def fit_dataset(dataset: str | Path, out: str | Path, cfg: FitConfig = FitConfig(), mlp: MLPConfig = MLPConfig(),
                 split: str = "train", batch_shapes: int = 16, device: str = "auto", precision: str = "fp32",
-                limit: int | None = None) -> Path:
+                limit: int | None = None, progress: bool = True) -> Path:
     """Fit every shape of `split` ("train", "all", or "train,val") of a prepared dataset; return weights path.
 
     Resumable: each batch of shapes is written to OUT/chunks/ when it finishes and is read
-    back instead of refitted when the same command runs again.
+    back instead of refitted when the same command runs again. Progress is shown in
+    shape-epochs over the whole stage (`_FitProgress`).
     """
     dataset_root = Path(dataset)
     ds = _open_dataset(dataset_root)
@@ -429,23 +455,31 @@ def fit_dataset(dataset: str | Path, out: str | Path, cfg: FitConfig = FitConfig
     train = sorted(ds.names("train"))
     stamp = {"fit": cfg.to_dict(), "mlp": mlp.to_dict(), "precision": precision}
     chunks = out / "chunks"
-    with tqdm(total=len(names), desc="fit", unit="shape") as bar:  # closed on errors too
-        # First weights: the first train shape alone from a seeded default init (REFERENCE.md).
-        init_name = (train or names)[0]
-        generator = torch.Generator().manual_seed(cfg.seed)
-        init = default_init(mlp, 1, generator)[0]
-        fitted: dict[str, tuple[torch.Tensor, dict]] = {}
-        if cfg.first_weights:
-            w, q = _fit_chunk(chunks / "first.safetensors", [init_name], init, dataset_root, cfg, mlp, dev,
-                              precision, stamp, bar if init_name in names else tqdm(disable=True))
-            init = w[0]
-            fitted[init_name] = (w[0], q[0])
-        rest = [n for n in names if n not in fitted]
-        for i in range(0, len(rest), batch_shapes):
-            batch = rest[i:i + batch_shapes]
-            w, q = _fit_chunk(chunks / f"chunk_{i // batch_shapes:05d}.safetensors", batch, init, dataset_root, cfg,
-                              mlp, dev, precision, stamp, bar)
-            fitted.update({n: (w[j], q[j]) for j, n in enumerate(batch)})
+    # First weights: the first train shape alone from a seeded default init (REFERENCE.md).
+    init_name = (train or names)[0]
+    plan: list[tuple[Path, list[str]]] = [(chunks / "first.safetensors", [init_name])] if cfg.first_weights else []
+    rest = [n for n in names if not (cfg.first_weights and n == init_name)]
+    plan += [(chunks / f"chunk_{i // batch_shapes:05d}.safetensors", rest[i:i + batch_shapes])
+             for i in range(0, len(rest), batch_shapes)]
+    todo_epochs = sum(len(batch) * cfg.max_epochs for path, batch in plan if not path.is_file())
+    generator = torch.Generator().manual_seed(cfg.seed)
+    init = default_init(mlp, 1, generator)[0]
+    fitted: dict[str, tuple[torch.Tensor, dict]] = {}
+    with progress_bar(total=todo_epochs, desc="fit", unit="shape-epoch", disable=not progress) as bar:
+        tracker = _FitProgress(bar, len(names), cfg.max_epochs)
+        n_batches = len(plan) - int(cfg.first_weights)
+        for k, (path, batch) in enumerate(plan):
+            first = cfg.first_weights and k == 0
+            label = "first weights" if first else f"{k + 1 - int(cfg.first_weights)}/{n_batches}"
+            counted = not first or init_name in names  # the first-weights shape may not be in the split
+            if path.is_file() and counted:
+                tracker.chunk_read_back(len(batch))
+            w, q = _fit_chunk(path, batch, init, dataset_root, cfg, mlp, dev, precision, stamp,
+                              tracker.epoch_callback(len(batch), label, counted))
+            if first:
+                init = w[0]
+            if counted:
+                fitted.update({n: (w[j], q[j]) for j, n in enumerate(batch)})
 
     weights = torch.stack([fitted[n][0] for n in names])
     quality = {n: fitted[n][1] for n in names}
@@ -509,6 +543,7 @@ def register(subparsers) -> None:
     p.add_argument("--keep", choices=["final", "best"], default=None, help="weights kept when a shape stops")
     p.add_argument("--schedule", choices=["plateau", "cosine"], default=None,
                    help="lr schedule: plateau (paper) or cosine over --max-epochs")
+    p.add_argument("--no-progress", action="store_true", help="no progress display")
     p.set_defaults(func=_main)
 
 
@@ -525,5 +560,5 @@ def _main(args: argparse.Namespace) -> int:
     if args.batch_shapes < 1:
         raise InputError("--batch-shapes must be at least 1")
     fit_dataset(args.dataset, args.out, cfg, mlp, args.split, args.batch_shapes, args.device, args.precision,
-                args.limit)
+                args.limit, progress=not args.no_progress)
     return 0
