@@ -92,9 +92,6 @@ def _octahedron_mlp(cfg):
 
 
 def test_cli_renders_a_weight_set(tmp_path):
-    import pytest
-
-    pytest.importorskip("hyperdiffusion.fields.mesh")
     from hyperdiffusion.fields.mlp import MLPConfig, save_weight_set
 
     cfg = MLPConfig()

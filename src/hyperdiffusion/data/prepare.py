@@ -497,9 +497,9 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike, config: PrepareConfi
             "labelling": labelling_settings()}
     writer = _ManifestWriter(root / "manifest.json", base)
     writer.write(entries, force=True)
-    from tqdm import tqdm
+    from hyperdiffusion.progress import progress as progress_bar
 
-    bar = tqdm(total=len(sources), initial=len(entries), unit="shape", desc="prepare", disable=not progress)
+    bar = progress_bar(total=len(sources), initial=len(entries), unit="shape", desc="prepare", disable=not progress)
     try:
         for name, entry in _run_shapes(todo, root, config):
             entries[name] = entry

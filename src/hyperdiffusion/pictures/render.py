@@ -324,10 +324,10 @@ def _main(args: argparse.Namespace) -> int:
     if args.output.suffix.lower() != ".png":
         raise InputError(f"{args.output}: the output must be a .png file")
     meshes, names = collect(args.input, args.max_items, args.res, args.level)
-    from tqdm import tqdm
+    from hyperdiffusion.progress import progress
 
     tiles = []
-    for mesh, name in tqdm(list(zip(meshes, names)), desc="render", unit="shape", disable=len(names) < 4):
+    for mesh, name in progress(list(zip(meshes, names)), desc="render", unit="shape", disable=len(names) < 4):
         tiles.append(render_mesh(mesh if mesh is not None else trimesh.Trimesh(), size=args.size,
                                  view=(args.elev, args.azim)))
     titles = None if args.no_titles else [n if m is not None and len(m.faces) else f"{n} (empty)"
