@@ -45,7 +45,7 @@ class DenoiserEntry:
 
 
 # name (recorded in every checkpoint) -> entry. A new denoiser: one module with a config dataclass,
-# a presets dict and `build(config, sample_shape, layout)`, plus one line here.
+# a presets dict and `build(config, sample_shape[, layout])`, plus one line here.
 DENOISERS: dict[str, DenoiserEntry] = {
     "transformer": DenoiserEntry("hyperdiffusion.denoisers.transformer", "TransformerConfig", "PAPER_PRESETS"),
     "unet3d": DenoiserEntry("hyperdiffusion.denoisers.unet3d", "UNet3DConfig", "UNET_PRESETS"),
@@ -61,7 +61,8 @@ def get_denoiser(name: str) -> DenoiserEntry:
 def build_denoiser(name: str, config: dict[str, Any], sample_shape: tuple[int, ...],
                    layout: list[int] | None = None) -> nn.Module:
     """Rebuild a denoiser from what a checkpoint records: its registry name, config dict and data shape."""
-    return get_denoiser(name).load().build(config, tuple(sample_shape), layout)
+    extra = {"layout": layout} if layout is not None else {}  # only token-based denoisers take a layout
+    return get_denoiser(name).load().build(config, tuple(sample_shape), **extra)
 
 
 def count_parameters(model: nn.Module) -> int:

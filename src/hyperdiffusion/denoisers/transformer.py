@@ -185,7 +185,7 @@ def build_model(cfg: TransformerConfig, layout, device: str | torch.device = "cp
         return WeightTransformer(cfg, layout)
 
 
-def build(config: dict[str, Any], sample_shape: tuple[int, ...], layout: list[int] | None) -> WeightTransformer:
+def build(config: dict[str, Any], sample_shape: tuple[int, ...], layout: list[int] | None = None) -> WeightTransformer:
     """The denoiser registry's builder (denoisers/__init__.py): flat samples, tokens from `layout`."""
     assert len(sample_shape) == 1, f"the weight transformer denoises flat vectors; got samples of shape {sample_shape}"
     return WeightTransformer(TransformerConfig.from_dict(config), layout or [sample_shape[0]])

@@ -20,13 +20,15 @@ NON_FINITE = "non-finite"
 
 
 def write_surfaces(out: Path, names: list[str], items: list[Any], options: DecodeOptions, *, source: str,
-                   progress: bool = True, settings: dict[str, Any] | None = None) -> dict[str, str]:
+                   progress: bool = True, settings: dict[str, Any] | None = None,
+                   started: float | None = None) -> dict[str, str]:
     """One entry per name: a mesh (written with a surface cloud), a ready [n, 3] cloud (written as is),
-    None (no surface: status "empty") or NON_FINITE. Returns name -> status, also in OUT/mesh.json."""
+    None (no surface: status "empty") or NON_FINITE. Returns name -> status, also in OUT/mesh.json.
+    `started` (a perf_counter time) makes mesh.json's seconds include the caller's decoding."""
     from hyperdiffusion.fields.mesh import surface_cloud
 
     out = ensure_writable_dir(out)
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() if started is None else started
     status: dict[str, str] = {}
     for i, (name, item) in enumerate(zip(names, items)):
         if isinstance(item, str) or item is None:

@@ -14,6 +14,7 @@ cubes and samples 2048 surface points, as the official baseline.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,9 +80,12 @@ class VoxelGrids(Representation):
         return path
 
     def decode(self, samples: Path, out: Path, options: DecodeOptions, *, progress: bool = True) -> dict[str, str]:
+        started = time.perf_counter()
         x, meta = read_samples(samples)
         meshes = self.to_meshes(x, meta["info"], options)
-        return write_surfaces(out, meta["names"], meshes, options, source=str(samples), progress=progress)
+        return write_surfaces(out, meta["names"], meshes, options, source=str(samples), progress=progress,
+                              settings={"representation": self.name, "grid_level": grid_level(options)},
+                              started=started)
 
     def to_meshes(self, x: torch.Tensor, info: dict[str, Any], options: DecodeOptions) -> list:
         from hyperdiffusion.representations.voxel_grid import grid_to_mesh
