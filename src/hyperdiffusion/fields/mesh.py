@@ -171,6 +171,10 @@ def mesh_weights(weights: str | Path, out: str | Path, cfg: MeshConfig = MeshCon
     Resumable: names already recorded in mesh.json with their files present are skipped.
     """
     ws = load_weight_set(weights)
+    if ws.mlp.in_dim == 4:  # 4D MLPs: one mesh per frame, animated GLB and preview (mesh4d.py)
+        from hyperdiffusion.fields.mesh4d import mesh_weights_4d
+
+        return mesh_weights_4d(weights, out, cfg, device, progress)
     out = ensure_writable_dir(out)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
