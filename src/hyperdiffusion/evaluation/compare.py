@@ -41,6 +41,7 @@ class ComparePreset:
     mesh_res: int  # marching cubes for MLP samples
     emd_points: int | None  # None = all 2048 points (exact EMD); fewer keeps CPU runs short
     small_transformer: bool = False  # tiny: a 2-layer width-64 transformer, for the test suite
+    train_batch: int | None = None  # None = the train presets' batch size
 
 
 COMPARE_PRESETS: dict[str, ComparePreset] = {
@@ -49,7 +50,7 @@ COMPARE_PRESETS: dict[str, ComparePreset] = {
     # Minutes per method on a 2-core CPU: the demo's sizes.
     "cpu": ComparePreset("cpu", None, "cpu", "voxel-cpu", 2000, 50, 96, 512),
     # Seconds: for tests; every stage runs, nothing is meant to look good.
-    "tiny": ComparePreset("cpu", 3, "cpu", "voxel-cpu", 30, 5, 32, 128, small_transformer=True),
+    "tiny": ComparePreset("cpu", 3, "cpu", "voxel-cpu", 10, 4, 32, 128, small_transformer=True, train_batch=4),
 }
 
 
@@ -84,6 +85,8 @@ def _train_config(name: str, p: ComparePreset, cfg: CompareConfig):
     tc = replace(TRAIN_PRESETS[name], seed=cfg.seed, device=cfg.device, val_every_epochs=0)
     if p.train_steps is not None:
         tc = replace(tc, max_steps=p.train_steps)
+    if p.train_batch is not None:
+        tc = replace(tc, batch_size=p.train_batch)
     if p.small_transformer and tc.representation == "mlp3d":
         tc = replace(tc, n_embd=64, n_layer=2, n_head=4)
     return tc
@@ -193,17 +196,17 @@ def _record(method: str, label: str, folder: Path, metrics: dict[str, Any]) -> d
 
 def comparison_table(records: list[dict[str, Any]], preset: str, dataset: str) -> str:
     """Markdown in the layout of the paper's Table 1: MMD (lower is better), COV (higher), 1-NNA (closer to 50 %)."""
-    def f(v, scale=1.0, fmt="{:.2f}"):
+    def f(v, scale=1.0, fmt="{:.4g}"):
         return "n/a" if v is None else fmt.format(v * scale)
 
-    head = ("| Method | MMD-CD (x1e3) | MMD-EMD (x1e2) | COV-CD % | COV-EMD % | 1-NNA-CD % | 1-NNA-EMD % | FPD "
+    head = ("| Method | MMD-CD | MMD-EMD | COV-CD % | COV-EMD % | 1-NNA-CD % | 1-NNA-EMD % | FPD "
             "| copy rate | parameters | train s | sample s |")
     rows = [f"Preset `{preset}`, dataset `{dataset}`; one protocol for every method "
             f"(normalisation {records[0]['modes']['normalisation'] if records else '?'}, test split). "
             "MMD: lower is better; COV: higher; 1-NNA: closer to 50 % is better.", "", head,
             "|" + "---|" * (head.count("|") - 1)]
     for r in records:
-        rows.append(f"| {r['label']} | {f(r['mmd_cd'], 1e3)} | {f(r['mmd_emd'], 1e2)} | {f(r['cov_cd'], 100, '{:.1f}')} "
+        rows.append(f"| {r['label']} | {f(r['mmd_cd'])} | {f(r['mmd_emd'])} | {f(r['cov_cd'], 100, '{:.1f}')} "
                     f"| {f(r['cov_emd'], 100, '{:.1f}')} | {f(r['nna_cd'], 100, '{:.1f}')} "
                     f"| {f(r['nna_emd'], 100, '{:.1f}')} | {f(r.get('fpd'))} | {f(r['copy_rate'], 100, '{:.0f} %')} "
                     f"| {r['n_params']:,} | {r['train_seconds']:.0f} | {f(r['sample_seconds'], 1, '{:.0f}')} |")
