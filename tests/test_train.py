@@ -196,3 +196,27 @@ def test_score_validation_on_known_meshes(tmp_path):
     assert scores["val/cov_cd"] == 1.0
     assert 0 <= scores["val/mmd_cd"] < 0.05
     assert scores["val/nna_cd"] == 0.0
+
+
+def test_cli_options_come_from_the_config(tmp_path, capsys):
+    """Every TrainConfig field is an option; booleans can be turned off; no preset on a CPU is the CPU preset."""
+    import argparse
+    from dataclasses import fields
+
+    from hyperdiffusion.diffusion.train import TRAIN_PRESETS, config_from_args, register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
+    for f in fields(TrainConfig):
+        assert "--" + f.name.replace("_", "-") in help_text, f.name
+    args = parser.parse_args(["train", "w.safetensors", "out", "--device", "cpu"])
+    cfg, note = config_from_args(args)
+    assert cfg == replace(TRAIN_PRESETS["cpu"], device="cpu") and "default on a CPU" in note
+    assert cfg.standardize is True
+    args = parser.parse_args(["train", "w.safetensors", "out", "--preset", "cpu", "--no-standardize",
+                              "--val-level", "0.8", "--schedule", "cosine"])
+    cfg, _ = config_from_args(args)
+    assert cfg.standardize is False and cfg.val_level == 0.8 and cfg.diffusion_config().schedule == "cosine"
+    with pytest.raises(InputError, match="probability"):
+        replace(cfg, val_level=1.386)  # a logit where a probability belongs is refused, not misread
