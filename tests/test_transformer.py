@@ -77,3 +77,50 @@ def test_output_depends_on_timestep_and_every_token():
     x2[:, -1] += 1.0
     first = model.splits[0]
     assert not torch.allclose(model(x2, torch.tensor([0, 0]))[:, :first], y0[:, :first])
+
+
+def _reference_forward(model: WeightTransformer, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """G.pt's forward written out with plain tensor algebra on the model's own parameters: explicit
+    softmax attention, hand-written LayerNorm and GELU, no nn.Module calls, float64 throughout."""
+    p = {k: v.double() for k, v in model.state_dict().items()}
+
+    def ln(h, name):
+        mu, var = h.mean(-1, keepdim=True), h.var(-1, unbiased=False, keepdim=True)
+        return (h - mu) / torch.sqrt(var + 1e-5) * p[f"{name}.weight"] + p[f"{name}.bias"]
+
+    def lin(h, name, bias=True):
+        return h @ p[f"{name}.weight"].T + (p[f"{name}.bias"] if bias else 0)
+
+    freqs = 2.0 ** torch.linspace(0, model.cfg.max_freq_log2, model.cfg.num_frequencies, dtype=torch.float64)
+    tt = t.double()[:, None]
+    t_tok = torch.cat([torch.sin(tt * freqs), torch.cos(tt * freqs), tt], dim=1)
+    pieces = list(torch.split(x.double(), model.splits, dim=1)) + [t_tok]
+    h = torch.stack([lin(piece, f"encoders.{i}", bias=False) for i, piece in enumerate(pieces)], dim=1)
+    h = ln(h, "ln_in") + p["pos_emb"]
+    b, n, c = h.shape
+    heads = model.cfg.n_head
+    for i in range(model.cfg.n_layer):
+        a = ln(h, f"blocks.{i}.ln1")
+        q, k, v = lin(a, f"blocks.{i}.attn.qkv").split(c, dim=-1)
+        q, k, v = (z.reshape(b, n, heads, c // heads).transpose(1, 2) for z in (q, k, v))
+        att = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(c // heads), dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(b, n, c)
+        h = h + lin(y, f"blocks.{i}.attn.proj")
+        m = lin(ln(h, f"blocks.{i}.ln2"), f"blocks.{i}.mlp.0")
+        m = 0.5 * m * (1 + torch.erf(m / math.sqrt(2)))  # exact GELU
+        h = h + lin(m, f"blocks.{i}.mlp.2")
+    h = ln(h, "ln_f")
+    return torch.cat([lin(h[:, i], f"decoders.{i}", bias=False) for i in range(len(model.splits))], dim=1)
+
+
+@pytest.mark.parametrize("tokenizer,chunk", [("layers", None), ("chunks", 100)])
+def test_forward_matches_an_independent_reference(tokenizer, chunk):
+    model, mlp = small(tokenizer, chunk)
+    with torch.no_grad():  # non-trivial weights everywhere, including pos_emb and the LayerNorms
+        for prm in model.parameters():
+            prm.add_(0.05 * torch.randn_like(prm))
+    x, t = torch.randn(3, mlp.n_params), torch.tensor([0, 17, 499])
+    with torch.no_grad():
+        ours = model(x, t).double()
+    ref = _reference_forward(model, x, t)
+    assert torch.allclose(ours, ref, atol=1e-4, rtol=1e-4), (ours - ref).abs().max()
