@@ -1,6 +1,8 @@
-"""`hyperdiffusion demo`: the whole 3D pipeline on a built-in family, sized for a laptop CPU.
+"""`hyperdiffusion demo`: the whole 3D pipeline on a built-in family or your meshes, sized for a laptop CPU.
 
 prepare -> fit -> train -> sample -> mesh -> evaluate, then pictures and a gallery page.
+`--data DIR` runs it on a folder of your own meshes (anything `prepare` reads: obj,
+off, ply, stl, glb, searched recursively) instead of a built-in family.
 Every step is the same stage function the CLI runs, writing into one run folder, so
 a demo that was interrupted resumes where it stopped when run again, and any stage
 can be rerun alone on the demo's files.
@@ -20,16 +22,18 @@ from typing import Any
 
 import torch
 
-from hyperdiffusion.io import ensure_writable_dir, read_json, write_json
+from hyperdiffusion.io import InputError, ensure_writable_dir, read_json, write_json
 
 
 @dataclass
 class DemoConfig:
     family: str = "chair"
-    count: int = 40  # built-in shapes prepared (80/5/15 split)
+    data: str | None = None  # a folder of the user's meshes, used instead of the built-in family
+    count: int | None = 40  # shapes prepared (80/5/15 split): built-in shapes made, or the first N of `data`
     n_surface: int = 20_000  # occupancy samples per shape (paper: 100k + 100k)
     n_uniform: int = 20_000
     fit_preset: str = "cpu"
+    fit_max_epochs: int | None = None  # None: the preset's (cpu: 40 epochs of 25 steps)
     fit_batch_shapes: int = 16
     train_steps: int = 2000
     n_samples: int = 16
@@ -41,10 +45,19 @@ class DemoConfig:
     device: str = "auto"
 
     @classmethod
-    def tiny(cls) -> "DemoConfig":
-        """For the end-to-end test: every stage runs, nothing is meant to look good."""
-        return cls(count=10, n_surface=2000, n_uniform=2000, fit_batch_shapes=8, train_steps=30,
-                   n_samples=4, ddim_steps=5, mesh_res=32, emd_points=128)
+    def tiny(cls, **given: Any) -> "DemoConfig":
+        """For tests and a first try: every stage runs in seconds, nothing is meant to look good.
+
+        `given` (what the user chose) overrides the tiny sizes.
+        """
+        sizes = dict(count=10, n_surface=2000, n_uniform=2000, fit_max_epochs=10, fit_batch_shapes=8,
+                     train_steps=30, n_samples=4, ddim_steps=5, mesh_res=32, emd_points=128)
+        return cls(**{**sizes, **given})
+
+    @property
+    def source(self) -> str:
+        """What `prepare` reads: the user's folder or the built-in family."""
+        return self.data if self.data is not None else f"builtin:{self.family}"
 
 
 def _stage(name: str, log: list[dict[str, Any]]):
@@ -67,20 +80,35 @@ def run_demo(out: str | Path = "demo-run", cfg: DemoConfig = DemoConfig(), *, pr
     from hyperdiffusion.diffusion.sample import SampleConfig, sample
     from hyperdiffusion.diffusion.train import TRAIN_PRESETS, train
 
+    _check(cfg)
+    if cfg.data is not None and Path(out).resolve().is_relative_to(Path(cfg.data).resolve()):
+        raise InputError(f"{out}: the run folder is inside --data {cfg.data}; its meshes would be read as data")
     out = ensure_writable_dir(out)
     write_json(out / "config.json", {"demo": asdict(cfg)})
     timings: list[dict[str, Any]] = []
     torch.manual_seed(cfg.seed)
 
-    done = _stage(f"prepare builtin:{cfg.family} x {cfg.count}", timings)
+    done = _stage(f"prepare {cfg.source}" + (f" x {cfg.count}" if cfg.count else ""), timings)
     prep_cfg = PrepareConfig(n_surface=cfg.n_surface, n_uniform=cfg.n_uniform, seed=cfg.seed)
-    result = prepare(f"builtin:{cfg.family}", out / "data", prep_cfg, count=cfg.count, progress=progress)
+    result = prepare(cfg.source, out / "data", prep_cfg, count=cfg.count, progress=progress)
+    splits = result.manifest["splits"]
+    if not splits["train"] or not splits["test"]:
+        skipped = f", {len(result.skipped)} skipped (reasons in {out / 'data' / 'manifest.json'})" \
+            if result.skipped else ""
+        raise InputError(f"{cfg.source}: {result.n_ok} shapes prepared{skipped}; the demo needs at least 4 "
+                         "(its 80/5/15 split must give both a train and a test shape)")
+    if len(splits["test"]) > cfg.n_samples:  # the protocol scores at least as many samples as references
+        print(f"{len(splits['test'])} test shapes: sampling {len(splits['test'])} instead of {cfg.n_samples}")
+        cfg = replace(cfg, n_samples=len(splits["test"]))
+        write_json(out / "config.json", {"demo": asdict(cfg)})
     done(prepared=result.n_ok)
 
     done = _stage("fit one MLP per train shape", timings)
     fit_cfg = replace(FIT_PRESETS[cfg.fit_preset], seed=cfg.seed)
+    if cfg.fit_max_epochs is not None:
+        fit_cfg = replace(fit_cfg, max_epochs=cfg.fit_max_epochs)
     weights = fit_dataset(out / "data", out / "mlps", fit_cfg, split="train", batch_shapes=cfg.fit_batch_shapes,
-                          device=cfg.device)
+                          device=cfg.device, progress=progress)
     done()
 
     done = _stage("mesh the fitted MLPs (for the previews)", timings)
@@ -116,6 +144,19 @@ def run_demo(out: str | Path = "demo-run", cfg: DemoConfig = DemoConfig(), *, pr
     _print_table(metrics, timings)
     print(f"\nRun folder: {out}  (open {out / 'index.html'} in a browser)")
     return metrics
+
+
+def _check(cfg: DemoConfig) -> None:
+    """Refuse settings that would fail only after minutes of work."""
+    for key in ("train_steps", "n_samples", "ddim_steps", "mesh_res"):
+        if getattr(cfg, key) < 1:
+            raise InputError(f"demo: {key.replace('_', '-')} must be at least 1, not {getattr(cfg, key)}")
+    if cfg.count is not None and cfg.count < 1:
+        raise InputError(f"demo: --count must be at least 1, not {cfg.count}")
+    if cfg.data is None and cfg.count is None:
+        raise InputError("demo: a built-in family needs --count")
+    if cfg.data is not None and not Path(cfg.data).is_dir():
+        raise InputError(f"{cfg.data}: --data must be a folder of meshes")
 
 
 def _pictures(out: Path, metrics: dict[str, Any]) -> None:
@@ -196,22 +237,39 @@ def _print_table(metrics: dict[str, Any], timings: list[dict[str, Any]]) -> None
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="run the whole pipeline on a built-in family (CPU-sized, ~10 min)",
+    d, t = DemoConfig(), DemoConfig.tiny()
+    p = subparsers.add_parser("demo", help="run the whole pipeline on a built-in family or a folder of your "
+                                           "meshes (CPU-sized, ~10 min)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("out", nargs="?", default="demo-run", help="run folder (default: demo-run)")
-    p.add_argument("--family", default=DemoConfig.family, help="built-in family: chair, table, airplane")
-    p.add_argument("--count", type=int, default=DemoConfig.count)
-    p.add_argument("--train-steps", type=int, default=DemoConfig.train_steps)
-    p.add_argument("--samples", type=int, default=DemoConfig.n_samples)
+    p.add_argument("--data", metavar="DIR", default=None,
+                   help="a folder of your meshes (obj/off/ply/stl/glb, recursive) instead of a built-in family")
+    p.add_argument("--family", default=None, help=f"built-in family: chair, table, airplane (default: {d.family})")
+    p.add_argument("--count", type=int, default=None,
+                   help=f"shapes to prepare (default: {d.count} built-in, all of --data; --tiny: {t.count})")
+    p.add_argument("--train-steps", type=int, default=None, help=f"default: {d.train_steps} (--tiny: {t.train_steps})")
+    p.add_argument("--samples", type=int, default=None,
+                   help=f"MLPs to sample (default: {d.n_samples}, --tiny: {t.n_samples}; raised to the test "
+                        "split's size when that is larger)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--tiny", action="store_true", help="a seconds-long run of every stage (for tests)")
+    p.add_argument("--tiny", action="store_true",
+                   help="a seconds-long run of every stage; the options above still apply")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_main)
 
 
+def config_from_args(args: argparse.Namespace) -> DemoConfig:
+    """The demo's settings: what the user gave, the rest from the tiny or the default sizes."""
+    if args.data is not None and args.family is not None:
+        raise InputError("demo: give --data DIR (your meshes) or --family (a built-in family), not both")
+    given = {k: v for k, v in (("data", args.data), ("family", args.family), ("count", args.count),
+                               ("train_steps", args.train_steps), ("n_samples", args.samples)) if v is not None}
+    if args.data is not None and args.count is None and not args.tiny:
+        given["count"] = None  # all of the user's meshes
+    given.update(seed=args.seed, device=args.device)
+    return DemoConfig.tiny(**given) if args.tiny else DemoConfig(**given)
+
+
 def _main(args: argparse.Namespace) -> int:
-    cfg = DemoConfig.tiny() if args.tiny else DemoConfig(family=args.family, count=args.count,
-                                                          train_steps=args.train_steps, n_samples=args.samples)
-    cfg = replace(cfg, seed=args.seed, device=args.device)
-    run_demo(args.out, cfg)
+    run_demo(args.out, config_from_args(args))
     return 0
