@@ -124,3 +124,19 @@ def test_checkpoint_samples_with_no_extra_arguments(representation, sphere_datas
 def test_train_refuses_a_preset_of_another_representation(sphere_dataset, tmp_path):
     assert main(["train", str(sphere_dataset), str(tmp_path / "r"), "--representation", "voxel",
                  "--preset", "cpu"]) == 2
+
+
+def test_points_round_trip(sphere_dataset, tmp_path):
+    from hyperdiffusion.data.prepare import load_cloud
+
+    rep = get_representation("points")
+    tset = rep.load(sphere_dataset)
+    assert tset.sample_shape == (2048, 3)
+    assert np.array_equal(tset.data[0].numpy(), load_cloud(sphere_dataset, tset.names[0]))
+    x = tset.data.clone()
+    x[1, 5, 0] = float("inf")
+    path = rep.save_samples(tmp_path, x, tset.names, tset.info, {})
+    status = rep.decode(path, tmp_path, DecodeOptions(), progress=False)
+    assert status == {tset.names[0]: "ok", tset.names[1]: "non-finite", tset.names[2]: "ok"}
+    assert np.array_equal(np.load(tmp_path / "clouds" / f"{tset.names[0]}.npy"), tset.data[0].numpy())
+    assert rep.to_clouds(x, tset.info, DecodeOptions())[1] is None

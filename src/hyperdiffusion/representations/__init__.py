@@ -3,6 +3,7 @@
     base.py        the interface: a dataset -> training tensors [N, *sample_shape]; samples -> surfaces
     mlp3d.py       HyperDiffusion: an occupancy MLP's flat weight vector (from `fit`)
     voxel.py       the paper's voxel baseline: 24^3 grids of -1 / +1 (voxel_grid.py does the geometry)
+    points.py      the point-cloud baselines (PVD, DPC): 2048-point clouds
     surfaces.py    in-memory meshes or clouds -> the meshes/, clouds/, mesh.json files `evaluate` reads
 
 A fifth representation is one module here with a `Representation` subclass, and one entry in
@@ -16,12 +17,14 @@ from pathlib import Path
 from hyperdiffusion.io import InputError
 from hyperdiffusion.representations.base import DecodeOptions, Representation, TrainingSet
 from hyperdiffusion.representations.mlp3d import MLPWeights
+from hyperdiffusion.representations.points import PointClouds
 from hyperdiffusion.representations.voxel import VoxelGrids
 
 # name (recorded in every checkpoint) -> the representation.
 REPRESENTATIONS: dict[str, Representation] = {
     "mlp3d": MLPWeights(),
     "voxel": VoxelGrids(),
+    "points": PointClouds(),
 }
 
 
