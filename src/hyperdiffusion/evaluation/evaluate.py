@@ -183,6 +183,10 @@ def evaluate(samples, reference, config: EvalConfig = EvalConfig(), progress: bo
         raise InputError(f"--norm must be one of {', '.join(metrics.NORM_MODES)}, got {cfg.norm!r}")
     if cfg.emd not in metrics.EMD_MODES:
         raise InputError(f"--emd must be one of {', '.join(metrics.EMD_MODES)}, got {cfg.emd!r}")
+    from hyperdiffusion.evaluation import evaluate4d
+
+    if evaluate4d.is_4d_source(samples) or evaluate4d.is_4d_source(reference):  # sequences (docs/4D.md)
+        return evaluate4d.evaluate_4d(samples, reference, cfg, progress)
     device = _device(cfg.device)
     s_raw, s_names, s_kind = _as_clouds(samples, cfg.split, cfg)
     r_raw, r_names, r_kind = _as_clouds(reference, cfg.split, cfg)

@@ -349,3 +349,26 @@ def set_metrics(d_ss: np.ndarray, d_sr: np.ndarray, d_rr: np.ndarray) -> dict[st
     """MMD, COV and 1-NNA from the three matrices of one distance."""
     mmd, cov = mmd_cov(d_sr)
     return {"mmd": mmd, "cov": cov, "nna": one_nna(d_ss, d_sr, d_rr)}
+
+
+# ---------------------------------------------------------------------------
+# 4D: sequences of frame clouds
+# ---------------------------------------------------------------------------
+
+def pairwise_frames(a: np.ndarray, b: np.ndarray | None, pairwise, progress=None, **kw) -> np.ndarray:
+    """Distance between sequences = mean over frames of the frame-aligned distance (REFERENCE.md "4D").
+
+    a [K, F, N, 3], b [L, F, M, 3] (or None: a against itself); `pairwise` is `pairwise_chamfer`
+    or `pairwise_emd`. Frame f of one sequence is compared only with frame f of the other, as the
+    official 4D evaluation averages its per-frame Chamfer matrices (its 4D EMD returns zeros; this
+    one is computed). Returns [K, L].
+    """
+    a = np.asarray(a)
+    if a.ndim != 4 or (b is not None and (np.ndim(b) != 4 or b.shape[1] != a.shape[1])):
+        raise ValueError(f"expected sequences [K, F, N, 3] with equal F, got {a.shape} and "
+                         f"{None if b is None else np.shape(b)}")
+    total = None
+    for f in range(a.shape[1]):
+        d = pairwise(a[:, f], None if b is None else b[:, f], progress=progress, **kw)
+        total = d if total is None else total + d
+    return total / a.shape[1]
