@@ -145,8 +145,8 @@ class PlainProgress:
         return int(100.0 * self.n / self.total // self.percent_step)
 
     def _maybe_print(self) -> None:
-        if self.disable or self.closed:
-            return
+        if self.disable or self.closed or (self.total and self.n >= self.total):
+            return  # the end gets its line from close()
         now = self._clock()
         since = now - self._last_print
         mark = self._percent_mark()
