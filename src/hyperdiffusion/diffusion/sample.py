@@ -58,6 +58,13 @@ def _batch_path(out: Path, b: int) -> Path:
     return out / "batches" / f"batch_{b:04d}.safetensors"
 
 
+def draw(model, diffusion, shape: tuple[int, ...], **kw) -> torch.Tensor:
+    """Samples of `shape`: the model's own sampler when it has one (DPC: a latent from its flow prior,
+    then the points through `diffusion`), else `diffusion.sample(model, ...)`; `kw` as GaussianDiffusion.sample."""
+    own = getattr(model, "sample", None)
+    return own(diffusion, shape, **kw) if own is not None else diffusion.sample(model, shape, **kw)
+
+
 def _sample_batch(model, diffusion, norm, cfg: SampleConfig, b: int, size: int, sample_shape: tuple[int, ...],
                   device: torch.device) -> torch.Tensor:
     # The starting noise (and DDPM/DDIM-eta noise) comes from a CPU generator on CPU; on GPU we seed
@@ -67,8 +74,8 @@ def _sample_batch(model, diffusion, norm, cfg: SampleConfig, b: int, size: int, 
     else:
         g = torch.Generator(device=device).manual_seed(int(seeded_generator(cfg.seed, 4, b).initial_seed()))
     with autocast_context(cfg.precision, device):
-        x = diffusion.sample(model, (size, *sample_shape), sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta,
-                             generator=g, device=device)
+        x = draw(model, diffusion, (size, *sample_shape), sampler=cfg.sampler, steps=cfg.steps, eta=cfg.eta,
+                 generator=g, device=device)
     return norm.decode(x.float()).cpu()
 
 

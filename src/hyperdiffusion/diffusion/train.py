@@ -51,6 +51,14 @@ from hyperdiffusion.representations import (REPRESENTATIONS, DecodeOptions, Trai
 TRANSFORMER_OVERRIDES = ("n_embd", "n_layer", "n_head", "tokenizer", "chunk_size")
 
 
+# name -> how the lr changes: what TrainConfig.lr_schedule names.
+LR_SCHEDULES = {
+    "step": "x lr_gamma every lr_step_epochs epochs (the paper's StepLR)",
+    "exponential": "x lr_gamma every epoch (PVD's ExponentialLR)",
+    "linear": "constant, then linear to lr_end between optimiser steps lr_decay_start and lr_decay_end (DPC)",
+}
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Defaults are the paper's airplane run (REFERENCE.md); `TRAIN_PRESETS` has the other sizes and the baselines."""
@@ -78,6 +86,15 @@ class TrainConfig:
     lr_step_epochs: int = 200
     lr_gamma: float = 0.9
     max_steps: int | None = None  # stop after this many optimiser steps instead of `epochs`
+    # Optimiser and schedule choices of the baselines; the defaults are the paper's AdamW + StepLR.
+    optimizer: str = "adamw"  # "adamw" (paper) or "adam" (PVD, DPC: torch.optim.Adam)
+    adam_beta1: float = 0.9  # torch's defaults; PVD uses 0.5
+    adam_beta2: float = 0.999
+    lr_schedule: str = "step"  # a key of LR_SCHEDULES
+    lr_end: float = 1e-4  # "linear" only: the lr reached at lr_decay_end
+    lr_decay_start: int = 0  # "linear" only: optimiser steps at which the linear decay starts ...
+    lr_decay_end: int = 0  # ... and ends (DPC: 200k -> 400k)
+    grad_clip: float = 0.0  # clip the gradients' global L2 norm to this; 0 = no clipping (paper)
     # Additions to the paper
     ema_decay: float = 0.9999  # 0 = no EMA (the paper); sampling then uses the raw weights
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32", "bf16"
@@ -98,6 +115,13 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.schedule not in BETA_SCHEDULES:
             raise InputError(f"unknown schedule {self.schedule!r}; choose one of {sorted(BETA_SCHEDULES)}")
+        if self.optimizer not in ("adamw", "adam"):
+            raise InputError(f"unknown optimizer {self.optimizer!r}; choose adamw or adam")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise InputError(f"unknown lr_schedule {self.lr_schedule!r}; choose one of {', '.join(LR_SCHEDULES)}")
+        if self.lr_schedule == "linear" and not 0 <= self.lr_decay_start <= self.lr_decay_end:
+            raise InputError(f"lr_schedule linear needs 0 <= lr_decay_start <= lr_decay_end; got "
+                             f"{self.lr_decay_start} and {self.lr_decay_end}")
         if not 0.0 < self.val_level < 1.0:
             raise InputError(f"val_level is an occupancy probability in (0, 1); got {self.val_level}")
 
@@ -186,9 +210,42 @@ def ema_decay_at(step: int, decay: float) -> float:
     return min(decay, (1 + step) / (10 + step))
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     # The official code: AdamW(self.parameters(), lr) with weight decay on every parameter.
-    return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # PVD and DPC use Adam (weight decay 0 in both).
+    opt = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+    return opt(model.parameters(), lr=cfg.lr, betas=(cfg.adam_beta1, cfg.adam_beta2), weight_decay=cfg.weight_decay)
+
+
+def linear_lr_factor(step: int, start: int, end: int, ratio: float) -> float:
+    """DPC's `get_linear_scheduler`: 1 until `start`, then linear down to `ratio` (= lr_end / lr) at `end`."""
+    if step <= start:
+        return 1.0
+    if step >= end:
+        return ratio
+    frac = (step - start) / (end - start)
+    return (1 - frac) + frac * ratio
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """The lr schedule; "linear" is stepped after every optimiser step, the others after every epoch."""
+    if cfg.lr_schedule == "linear":
+        start, end, ratio = cfg.lr_decay_start, cfg.lr_decay_end, cfg.lr_end / cfg.lr
+
+        def factor(step: int) -> float:  # a plain function: LambdaLR's state_dict then stays JSON
+            return linear_lr_factor(step, start, end, ratio)
+
+        return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    if cfg.lr_schedule == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.lr_gamma)
+    return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
+
+
+def model_loss(model: torch.nn.Module, diffusion: GaussianDiffusion, x0: torch.Tensor, t: torch.Tensor,
+               noise: torch.Tensor) -> torch.Tensor:
+    """The denoiser's own loss when it defines one (DPC: diffusion loss + KL terms), else the diffusion's."""
+    own = getattr(model, "training_loss", None)
+    return own(diffusion, x0, t, noise) if own is not None else diffusion.training_loss(model, x0, t, noise)
 
 
 # ----------------------------------------------------------------------------- logging
@@ -239,8 +296,10 @@ def validate(model: torch.nn.Module, diffusion: GaussianDiffusion, norm: Standar
     """Sample a few shapes; report distances to the training tensors, how many have a surface, and (with
     `val_reference`) their MMD / COV / 1-NNA under Chamfer against as many seeded reference shapes."""
     g = seeded_generator(cfg.seed, 3, step)
-    x = diffusion.sample(model, (cfg.val_samples, *tset.sample_shape), sampler="ddim", steps=cfg.val_ddim_steps,
-                         generator=g if device.type == "cpu" else None, device=device)
+    from hyperdiffusion.diffusion.sample import draw
+
+    x = draw(model, diffusion, (cfg.val_samples, *tset.sample_shape), sampler="ddim", steps=cfg.val_ddim_steps,
+             generator=g if device.type == "cpu" else None, device=device)
     x = norm.decode(x.float()).cpu()
     nn_dist = torch.cdist(x.flatten(1), tset.data.flatten(1)).min(dim=1).values
     out = {"val/nn_dist": nn_dist.mean().item(), "val/sample_std": x.std().item()}
@@ -306,7 +365,7 @@ def train(data: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainConfig(
     model = build_from_meta(meta).to(device)
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 else None
     opt = make_optimizer(model, cfg)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step_epochs, gamma=cfg.lr_gamma)
+    sched = make_scheduler(opt, cfg)
     diffusion = GaussianDiffusion(cfg.diffusion_config())
     norm = Standardizer.fit(tset.data) if cfg.standardize else Standardizer()
     step = 0
@@ -344,17 +403,21 @@ def train(data: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainConfig(
             t, noise = step_randomness(cfg.seed, step, len(idx), tset.sample_shape, diffusion.num_timesteps)
             x0 = x_all[idx.to(device)]
             with autocast_context(cfg.precision, device):
-                loss = diffusion.training_loss(model, x0, t.to(device), noise.to(device))
+                loss = model_loss(model, diffusion, x0, t.to(device), noise.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip > 0:  # DPC: clip_grad_norm_(model.parameters(), 10)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
+            if cfg.lr_schedule == "linear":
+                sched.step()  # DPC steps its LambdaLR after every iteration
             if ema is not None:
                 update_ema(ema, model, ema_decay_at(step, cfg.ema_decay))
             step += 1
             loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
             bar.update(1)
             epoch_done = step % steps_per_epoch == 0
-            if epoch_done:
+            if epoch_done and cfg.lr_schedule != "linear":
                 sched.step()  # StepLR counts epochs, as Lightning's default interval
             if step % cfg.log_every == 0 or step == total:
                 scalars = {"train/loss": loss_sum / loss_count, "lr": opt.param_groups[0]["lr"],
@@ -394,6 +457,9 @@ HELP = {
     "denoiser": "the network (default: the representation's own)",
     "max_steps": "stop after this many optimiser steps instead of --epochs",
     "ema_decay": "EMA of the weights used for sampling; 0 = none (the paper)",
+    "optimizer": "adamw (paper) or adam (PVD, DPC)",
+    "lr_schedule": "; ".join(f"{k}: {v}" for k, v in LR_SCHEDULES.items()),
+    "grad_clip": "clip the gradient norm to this; 0 = off",
     "precision": "auto (bf16 autocast on CUDA), fp32 or bf16",
     "standardize": "standardise each coordinate with training-set mean/std (undone at sampling)",
     "val_every_epochs": "validate every N epochs; 0 = never",
