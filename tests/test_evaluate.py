@@ -52,7 +52,8 @@ def test_evaluate_cli_end_to_end(tmp_path):
         nna = np.mean((d.argmin(axis=1) < 6) == (np.arange(12) < 6))  # leave-one-out 1-NN accuracy
         assert m[f"mmd_{key}"] == pytest.approx(mmd, rel=1e-9)
         assert m[f"cov_{key}"] == cov and m[f"nna_{key}"] == nna
-    assert m["fpd"] is None and "--fpd-net" in m["modes"]["fpd"]["reason"]
+    # FPD (tests/test_fpd.py) is a value with its network, or null with the reason
+    assert m["modes"]["fpd"]["reason"] if m["fpd"] is None else m["modes"]["fpd"]["network_id"]
     modes = m["modes"]
     assert modes["normalisation"] == "hd" and modes["emd"]["mode"] == "exact"
     assert modes["n_reference"] == 6 and modes["n_samples_generated"] == 8 and modes["points"] == N
