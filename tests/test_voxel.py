@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.ndimage as ndi
 import trimesh
 
 from hyperdiffusion.representations.voxel_grid import (grid_to_mesh, pitch, voxel_centres, voxelize,
@@ -31,7 +32,7 @@ def test_centres_are_the_official_grid():
 
 
 def test_sphere_labels_equal_the_analytic_sphere():
-    grid = voxelize(SPHERE)
+    grid = voxelize(SPHERE, method="labels")
     assert grid.shape == (24, 24, 24) and grid.dtype == np.float32
     assert set(np.unique(grid)) == {-1.0, 1.0}
     np.testing.assert_array_equal(grid > 0, R2 < RADIUS ** 2)  # exactly the centres inside the sphere
@@ -46,13 +47,13 @@ def test_sphere_labels_equal_the_analytic_sphere():
 
 def test_boxes():
     # Faces half-way between centres (the grid's voxel boundaries): exactly 12 x 8 x 18 voxels.
-    aligned = voxelize(trimesh.creation.box(extents=[12 * P, 8 * P, 18 * P]))
+    aligned = voxelize(trimesh.creation.box(extents=[12 * P, 8 * P, 18 * P]), method="labels")
     assert (aligned > 0).sum() == 12 * 8 * 18
     assert (aligned[6:18, 8:16, 3:21] > 0).all()
     # An arbitrary box, off-centre: per axis, the centres within the box.
     lo, hi = np.array([-0.3, -0.12, -0.4]), np.array([0.2, 0.18, 0.3])
     box = trimesh.creation.box(bounds=[lo, hi])
-    grid = voxelize(box)
+    grid = voxelize(box, method="labels")
     expected = np.all((CENTRES > lo) & (CENTRES < hi), axis=-1)
     np.testing.assert_array_equal(grid > 0, expected)
     # Each side is off by less than one voxel: |count * P^3 / V - 1| <= sum over axes of P / side.
@@ -62,8 +63,9 @@ def test_boxes():
 
 def test_surface_fill_is_the_labels_plus_the_surface_voxels():
     """The official voxelise-then-fill: every labelled voxel, plus the voxels the surface crosses."""
-    labels = voxelize(SPHERE) > 0
+    labels = voxelize(SPHERE, method="labels") > 0
     filled = voxelize(SPHERE, method="surface_fill") > 0
+    np.testing.assert_array_equal(voxelize(SPHERE) > 0, filled)  # the default "solid" on a closed mesh
     assert (filled >= labels).all()
     extra = filled & ~labels
     assert extra.sum() > 0
@@ -75,9 +77,28 @@ def test_surface_fill_is_the_labels_plus_the_surface_voxels():
     assert (voxelize(aligned, method="surface_fill") > 0).sum() == 14 * 10 * 20
 
 
+def test_thin_and_open_meshes():
+    """Why the default is "solid": thin parts survive as in the official recipe, open meshes are filled."""
+    # A plate 0.01 thick between two planes of centres: no centre is inside it.
+    plate = trimesh.creation.box(extents=[0.6, 0.6, 0.01])
+    plate.apply_translation([0, 0, 0.3 * P])
+    assert (voxelize(plate, method="labels") > 0).sum() == 0
+    slab = voxelize(plate) > 0
+    assert slab.sum() == 16 * 16 and slab[4:20, 4:20, 12].all()  # one layer: the voxels it crosses
+    # A box without its top: the fill leaks through the opening, the labels do not.
+    box = trimesh.creation.box(extents=[0.6, 0.6, 0.6])
+    open_box = trimesh.Trimesh(box.vertices, box.faces[box.face_normals[:, 2] < 0.5], process=False)
+    shell = voxelize(open_box, method="surface_fill") > 0
+    solid = voxelize(open_box) > 0
+    closed = voxelize(box) > 0
+    assert shell.sum() < 0.3 * closed.sum()  # hollow
+    assert solid[4:20, 4:20, 4:19].all() and (solid <= closed).all()
+    assert (closed & ~solid).sum() == 14 * 14  # only the missing lid's layer of voxels
+
+
 def test_grid_to_mesh_volume_and_round_trip():
     for mesh, volume in [(SPHERE, SPHERE_VOLUME), (trimesh.creation.box(extents=[0.5, 0.3, 0.7]), 0.105)]:
-        grid = voxelize(mesh)
+        grid = voxelize(mesh, method="labels")
         out = grid_to_mesh(grid)
         assert out.is_watertight and out.volume > 0  # closed, normals outward
         # Marching cubes at 0 cuts the voxel surface at edge midpoints, so corners are chamfered:
@@ -85,7 +106,12 @@ def test_grid_to_mesh_volume_and_round_trip():
         assert abs(out.volume / volume - 1) < 0.05
         # Every vertex lies half-way between an inside and an outside centre, inside the grid's box.
         assert np.abs(out.vertices).max() < 0.475
-        np.testing.assert_array_equal(voxelize(out), grid)  # round trip
+        np.testing.assert_array_equal(voxelize(out, method="labels"), grid)  # exact round trip
+        # The default also marks the voxels the surface touches; the surface of a voxel mesh lies
+        # on voxel faces, so a round trip may add the neighbours of the grid but never removes a voxel.
+        again = voxelize(out) > 0
+        assert (again >= (grid > 0)).all()
+        assert (again <= ndi.binary_dilation(grid > 0, structure=np.ones((3, 3, 3)))).all()
 
 
 def test_grid_to_mesh_closes_shapes_at_the_border_and_rejects_empty_grids():
@@ -110,3 +136,4 @@ def test_frames_as_channels():
     np.testing.assert_array_equal(frames[0], frames[2])
     assert (frames[1] > 0).sum() < (frames[0] > 0).sum()
     np.testing.assert_array_equal(frames[1], voxelize(small, res=12))
+    assert voxelize_frames([small], res=12, method="labels").sum() < frames[1].sum()

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.ndimage as ndi
 import trimesh
 
-METHODS = ("labels", "surface_fill")
+METHODS = ("solid", "labels", "surface_fill")
 
 
 def voxel_centres(res: int = 24, extent: float = 0.475) -> np.ndarray:
@@ -32,36 +32,42 @@ def pitch(res: int = 24, extent: float = 0.475) -> float:
     return 2.0 * extent / (res - 1)
 
 
-def voxelize(mesh: trimesh.Trimesh, res: int = 24, extent: float = 0.475, method: str = "labels") -> np.ndarray:
+def voxelize(mesh: trimesh.Trimesh, res: int = 24, extent: float = 0.475, method: str = "solid") -> np.ndarray:
     """A [res, res, res] float32 grid of +1 (inside `mesh`) and -1 (outside).
-
-    method "labels" (default): each voxel takes the inside/outside label of its centre from
-    the project's labeller, `hyperdiffusion.data.occupancy.inside` with the settings `prepare`
-    uses (`OccupancyConfig()`), so the grid agrees with the occupancy samples the MLPs are
-    fitted to. This differs from the official voxelise-then-fill, which marks every voxel the
-    surface touches and fills the enclosed space: on real meshes (holes, single-sided sheets,
-    flipped faces, many overlapping parts) filling leaks through any gap and leaves the shape
-    hollow, while the labeller was built and measured for exactly those meshes
-    (docs/OCCUPANCY.md). On a clean closed mesh the two differ only in the surface voxels:
-    "labels" keeps a surface voxel when its centre is inside, "surface_fill" always does, so
-    "surface_fill" grids are thicker by up to one voxel.
 
     method "surface_fill": the official recipe on this grid. trimesh marks the voxels the
     surface passes through (`Trimesh.voxelized(pitch)`, grid aligned to our centres), then
     every voxel the outside cannot reach without crossing them is filled
     (`scipy.ndimage.binary_fill_holes`, as trimesh's `VoxelGrid.fill()`). Surface voxels
-    outside the grid are dropped.
+    outside the grid are dropped. Marking every voxel the surface touches is what keeps thin
+    parts: at 24^3 a voxel is 4 % of the shape, thicker than most chair legs, slats and table
+    tops, which then become slabs one or two voxels thick. Its weakness is the fill: a hole
+    wider than a voxel (open meshes, which real data has) lets the outside in and the shape
+    stays a hollow shell.
+
+    method "labels": each voxel takes the inside/outside label of its centre from the
+    project's labeller, `hyperdiffusion.data.occupancy.inside` with the settings `prepare`
+    uses (`OccupancyConfig()`), built for open and messy meshes (docs/OCCUPANCY.md), so
+    holes do not matter. But a part thinner than a voxel is inside at no centre and
+    vanishes: on 20 real chairs (benchmarks/RESULTS.md, "Voxel grids") it keeps 0.1-2 % of
+    the grid in up to 24 pieces where "surface_fill" keeps 3-10 % in one piece. It is exact
+    for smooth solids (grid -> mesh -> grid reproduces a grid) and used in tests for that.
+
+    method "solid" (default): the union of the two, i.e. the official recipe plus the robust
+    labels where the fill leaked. On closed meshes it is "surface_fill" (there the labelled
+    voxels are a subset of it); on an open box it is solid where "surface_fill" is a shell.
     """
     if method not in METHODS:
         raise ValueError(f"unknown voxelisation method {method!r}; choose one of {METHODS}")
     centres = voxel_centres(res, extent)
-    if method == "labels":
+    solid = np.zeros((res, res, res), dtype=bool)
+    if method in ("solid", "labels"):
         from hyperdiffusion.data.occupancy import OccupancyConfig, inside
 
         # Same function and settings as prepare_shape (see data.prepare.labelling_settings).
-        solid = np.asarray(inside(mesh, centres.reshape(-1, 3), OccupancyConfig()), bool).reshape(res, res, res)
-    else:
-        solid = _surface_fill(mesh, res, extent)
+        solid |= np.asarray(inside(mesh, centres.reshape(-1, 3), OccupancyConfig()), bool).reshape(res, res, res)
+    if method in ("solid", "surface_fill"):
+        solid |= _surface_fill(mesh, res, extent)
     return np.where(solid, 1.0, -1.0).astype(np.float32)
 
 
@@ -81,7 +87,7 @@ def _surface_fill(mesh: trimesh.Trimesh, res: int, extent: float) -> np.ndarray:
 
 
 def voxelize_frames(meshes: list[trimesh.Trimesh], res: int = 24, extent: float = 0.475,
-                    method: str = "labels") -> np.ndarray:
+                    method: str = "solid") -> np.ndarray:
     """The 4D variant: one grid per frame, stacked as channels, [F, res, res, res] float32."""
     if not meshes:
         raise ValueError("voxelize_frames needs at least one mesh")
