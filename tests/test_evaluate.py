@@ -94,6 +94,11 @@ def test_sample_counts_account_for_shapes_without_a_surface(tmp_path):
                                   "in_novelty": 0}
     assert m["modes"]["n_samples_generated"] == 7 and len(m["samples"]) == 3
     assert "7 generated, 4 with a surface (1 empty, 1 full, 1 non-finite), 3 scored" in format_table(m)
+    # Too few samples with a surface for the references: the error says where the others went.
+    with pytest.raises(InputError, match=r"4 samples \(7 generated; without a surface: 1 empty, 1 full, "
+                                         r"1 non-finite\) for 5 reference shapes"):
+        evaluate(tmp_path / "samples", _ellipsoids(5, 0, [1, 1, 1]), EvalConfig(n_points=N, emd="off"),
+                 progress=False)
     # A plain folder of clouds has no record of what failed: said so, not guessed.
     c = evaluate(tmp_path / "samples" / "clouds", ref, EvalConfig(n_points=N, emd="off"), progress=False)
     assert c["sample_counts"]["generated"] == 4 and c["sample_counts"]["empty"] is None

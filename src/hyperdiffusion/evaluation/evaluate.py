@@ -194,7 +194,9 @@ def evaluate(samples, reference, config: EvalConfig = EvalConfig(), progress: bo
     all_names = list(s_names)  # novelty is about every generated shape, not the protocol's subset
     s_all = metrics.normalize_clouds(s_raw, cfg.norm)
     if len(s_raw) < len(r_raw):
-        raise InputError(f"{len(s_raw)} samples for {len(r_raw)} reference shapes: the protocol needs at "
+        lost = ", ".join(f"{counts[k]} {k}" for k in ("empty", "full", "non-finite") if counts.get(k))
+        detail = f" ({counts['generated']} generated; without a surface: {lost})" if lost else ""
+        raise InputError(f"{len(s_raw)} samples{detail} for {len(r_raw)} reference shapes: the protocol needs at "
                          "least as many samples as references")
     if len(s_raw) > len(r_raw):  # equal set sizes (PointFlow protocol): a seeded subset of the samples
         keep = np.sort(np.random.default_rng(cfg.seed).choice(len(s_raw), len(r_raw), replace=False))
