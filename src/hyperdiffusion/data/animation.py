@@ -353,9 +353,8 @@ def _remove_partial(folder: Path) -> None:
 def prepare_animations(src: str | os.PathLike, out: str | os.PathLike, config, anim: AnimationConfig, *,
                        count: int | None = None, progress: bool = True, kind: str = "auto"):
     """The 4D branch of `hyperdiffusion prepare`: same layout, resumability and splits as 3D."""
-    from tqdm import tqdm
-
     from hyperdiffusion.data import prepare as P
+    from hyperdiffusion.progress import progress as progress_bar
     from hyperdiffusion.io import ensure_writable_dir
 
     start = time.perf_counter()
@@ -401,7 +400,8 @@ def prepare_animations(src: str | os.PathLike, out: str | os.PathLike, config, a
             "labelling": P.labelling_settings()}
     writer = P._ManifestWriter(manifest_path, base)
     writer.write(entries, force=True)
-    bar = tqdm(total=len(sources), initial=len(entries), unit="seq", desc="prepare 4d", disable=not progress)
+    bar = progress_bar(total=len(sources), initial=len(entries), unit="seq", desc="prepare 4d",
+                       disable=not progress)
     try:
         for name, entry in P._run_shapes(todo, root, config, worker=prepare_sequence, extra=(anim,)):
             entries[name] = entry

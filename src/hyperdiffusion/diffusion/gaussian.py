@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from hyperdiffusion.progress import progress as progress_bar
 
 Model = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -225,7 +225,8 @@ class GaussianDiffusion:
                     device: str | torch.device = "cpu", progress: bool = False) -> torch.Tensor:
         """Ancestral sampling over all T steps (DDPM Algorithm 2)."""
         x = torch.randn(shape, generator=generator, device=device)
-        for i in tqdm(range(self.num_timesteps - 1, -1, -1), desc="ddpm", disable=not progress, leave=False):
+        for i in progress_bar(range(self.num_timesteps - 1, -1, -1), desc="ddpm", unit="step", disable=not progress,
+                               leave=False):
             t = torch.full((shape[0],), i, device=device, dtype=torch.long)
             mean, var, _ = self.p_mean_variance(model, x, t)
             if i > 0:
@@ -263,7 +264,7 @@ class GaussianDiffusion:
         seq = self.ddim_timesteps(steps)
         x = torch.randn(shape, generator=generator, device=device)
         abar = self.alphas_cumprod
-        for k in tqdm(range(len(seq) - 1, -1, -1), desc="ddim", disable=not progress, leave=False):
+        for k in progress_bar(range(len(seq) - 1, -1, -1), desc="ddim", unit="step", disable=not progress, leave=False):
             i, i_prev = seq[k], seq[k - 1] if k > 0 else -1
             t = torch.full((shape[0],), i, device=device, dtype=torch.long)
             x0, eps = self.split_prediction(model(x, t).to(x.dtype), x, t)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from hyperdiffusion.io import InputError, load_npy, load_safetensors, safe_name, save_npy, save_safetensors
-from tqdm.auto import tqdm
+from hyperdiffusion.progress import progress as progress_bar
 from hyperdiffusion.representations.base import DecodeOptions, Representation, TrainingSet
 from hyperdiffusion.representations.surfaces import write_surfaces
 
@@ -50,8 +50,8 @@ class VoxelGrids(Representation):
         names = ds.names("train")
         if not names:
             raise InputError(f"{ds.root}: the train split is empty")
-        grids = [self._cached_grid(ds.root, n) for n in tqdm(names, desc="voxelise", unit="shape",
-                                                              disable=not progress)]
+        grids = [self._cached_grid(ds.root, n) for n in progress_bar(names, desc="voxelise", unit="shape",
+                                                                      disable=not progress)]
         data = torch.from_numpy(np.stack(grids)[:, None])  # [N, 1, R, R, R]: one channel
         info = {"res": self.res, "extent": self.extent, "frames": 1, "dataset": str(ds.root)}
         return TrainingSet(data.float(), names, info, None, str(ds.root))
