@@ -280,6 +280,15 @@ def collect(input_path: str | Path, max_items: int = 16, res: int = 128,
             raise InputError(f"{weights}: drawing MLPs needs hyperdiffusion.fields.mesh.extract_meshes ({e})") from None
 
         ws = load_weight_set(weights)
+        if ws.mlp.in_dim == 4:  # 4D MLPs: frames 0, 5, 10 and 15 of each sequence (fields/mesh4d.py)
+            from hyperdiffusion.fields.mesh4d import extract_sequences
+
+            n = min(max(1, max_items // 4), len(ws.names))
+            logit = 0.0 if level is None else math.log(level / (1 - level))
+            seqs = extract_sequences(WeightSet(ws.weights[:n], ws.names[:n], ws.mlp, ws.meta), res=res,
+                                     level_logit=logit)
+            return ([seq[k] for seq in seqs for k in (0, 5, 10, 15)],
+                    [f"{name} frame {k}" for name in ws.names[:n] for k in (0, 5, 10, 15)])
         n = min(max_items, len(ws.names))
         subset = WeightSet(ws.weights[:n], ws.names[:n], ws.mlp, ws.meta)
         kwargs = {"res": res} if level is None else {"res": res, "level": level}
