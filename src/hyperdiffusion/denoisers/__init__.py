@@ -6,6 +6,7 @@ and one line in `DENOISERS`.
 
     transformer.py  G.pt's weight-space transformer (HyperDiffusion's denoiser)
     unet3d.py       a 3D UNet over voxel grids (the paper's voxel baseline)
+    dpc.py          DPC's FlowVAE over point clouds (PointNet encoder, flow prior, per-point diffusion decoder)
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class DenoiserEntry:
 DENOISERS: dict[str, DenoiserEntry] = {
     "transformer": DenoiserEntry("hyperdiffusion.denoisers.transformer", "TransformerConfig", "PAPER_PRESETS"),
     "unet3d": DenoiserEntry("hyperdiffusion.denoisers.unet3d", "UNet3DConfig", "UNET_PRESETS"),
+    "dpc": DenoiserEntry("hyperdiffusion.denoisers.dpc", "DPCConfig", "DPC_PRESETS"),
 }
 
 

@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from hyperdiffusion.diffusion.checkpoint import load_denoiser
 from hyperdiffusion.diffusion.runtime import autocast_context, resolve_device, seeded_generator
 from hyperdiffusion.io import InputError, ensure_writable_dir, load_safetensors, save_safetensors
+from hyperdiffusion.progress import progress as progress_bar
 from hyperdiffusion.representations import DecodeOptions, get_representation
 
 
@@ -92,7 +92,7 @@ def sample_weights(ckpt: str | Path, out_dir: str | Path, cfg: SampleConfig = Sa
     sizes = [min(cfg.batch_size, cfg.n - s) for s in range(0, cfg.n, cfg.batch_size)]
     batch_meta = {"config": cfg.to_dict(), "checkpoint_step": meta["step"]}
     parts = []
-    for b in tqdm(range(len(sizes)), desc="sample", disable=not progress):
+    for b in progress_bar(range(len(sizes)), desc="sample", unit="batch", disable=not progress):
         path = _batch_path(out, b)
         if path.is_file():
             tensors, bm = load_safetensors(path)
