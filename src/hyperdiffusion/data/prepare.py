@@ -146,7 +146,10 @@ def find_sources(src: str | os.PathLike, count: int | None = None, seed: int = 0
 
         family = text.split(":", 1)[1]
         if family not in shapes.FAMILIES:
-            raise InputError(f"{text}: unknown built-in family; choose from {', '.join(shapes.FAMILIES)}")
+            from hyperdiffusion.data.animated_shapes import FAMILIES as ANIMATED
+
+            raise InputError(f"{text}: unknown built-in family; choose from {', '.join(shapes.FAMILIES)} "
+                             f"(animated, 4D: {', '.join(ANIMATED)})")
         if not count or count < 1:
             raise InputError(f"{text}: say how many shapes to make with --count N")
         return [Source(f"{family}_{i:04d}", f"builtin:{family}:{seed + i}") for i in range(count)], "builtin"
