@@ -42,15 +42,17 @@ class ComparePreset:
     emd_points: int | None  # None = all 2048 points (exact EMD); fewer keeps CPU runs short
     small_transformer: bool = False  # tiny: a 2-layer width-64 transformer, for the test suite
     train_batch: int | None = None  # None = the train presets' batch size
+    dpc_train: str = "dpc-cpu"  # diffusion/train.py TRAIN_PRESETS, for DPC
 
 
 COMPARE_PRESETS: dict[str, ComparePreset] = {
     # The paper's settings (a GPU); the transformer size for the category is --hd-preset.
-    "paper": ComparePreset("paper", None, "plane", "voxel", None, None, 256, None),
+    "paper": ComparePreset("paper", None, "plane", "voxel", None, None, 256, None, dpc_train="dpc"),
     # Minutes per method on a 2-core CPU: the demo's sizes.
     "cpu": ComparePreset("cpu", None, "cpu", "voxel-cpu", 2000, 50, 96, 512),
     # Seconds: for tests; every stage runs, nothing is meant to look good.
-    "tiny": ComparePreset("cpu", 3, "cpu", "voxel-cpu", 10, 4, 32, 128, small_transformer=True, train_batch=4),
+    "tiny": ComparePreset("cpu", 3, "cpu", "voxel-cpu", 10, 4, 32, 128, small_transformer=True, train_batch=4,
+                          dpc_train="dpc-tiny"),
 }
 
 
@@ -92,10 +94,11 @@ def _train_config(name: str, p: ComparePreset, cfg: CompareConfig):
     return tc
 
 
-def _sample(folder: Path, ckpt: Path, n: int, p: ComparePreset, cfg: CompareConfig) -> Path:
+def _sample(folder: Path, ckpt: Path, n: int, p: ComparePreset, cfg: CompareConfig, sampler: str = "ddim") -> Path:
     from hyperdiffusion.diffusion.sample import SampleConfig, sample
 
-    sc = SampleConfig(n=n, steps=p.ddim_steps, batch_size=min(n, 100), seed=cfg.seed, res=p.mesh_res,
+    steps = p.ddim_steps if sampler == "ddim" else None  # DDPM runs every step
+    sc = SampleConfig(n=n, sampler=sampler, steps=steps, batch_size=min(n, 100), seed=cfg.seed, res=p.mesh_res,
                       device=cfg.device)
     _timed(folder, "sample", lambda: sample(ckpt, folder / "samples", sc, progress=False))
     return folder / "samples"
@@ -125,10 +128,21 @@ def run_voxel(dataset: Path, folder: Path, n: int, p: ComparePreset, cfg: Compar
     return _sample(folder, folder / "train", n, p, cfg)
 
 
+def run_dpc(dataset: Path, folder: Path, n: int, p: ComparePreset, cfg: CompareConfig) -> Path:
+    """DPC (Luo & Hu 2021): its FlowVAE on the train shapes' 2048-point reference clouds, sampled as the
+    authors sample (DDPM over all 100 steps), whatever the preset's DDIM steps."""
+    from hyperdiffusion.diffusion.train import train
+
+    tc = _train_config(p.dpc_train, p, cfg)
+    _timed(folder, "train", lambda: train(dataset, folder / "train", tc, progress=False))
+    return _sample(folder, folder / "train", n, p, cfg, sampler="ddpm")
+
+
 # name -> (label in tables, runner). Point-cloud baselines join here by name.
 METHODS: dict[str, tuple[str, Callable[..., Path]]] = {
     "hd": ("HyperDiffusion", run_hd),
     "voxel": ("Voxel baseline", run_voxel),
+    "dpc": ("DPC", run_dpc),
 }
 
 
