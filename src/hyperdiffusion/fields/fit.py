@@ -514,10 +514,11 @@ def format_summary(s: dict[str, Any]) -> str:
              f"held-out IoU uniform: mean {u['mean']:.4f}, min {u['min']:.4f}; "
              f"near-surface: mean {su['mean']:.4f}, min {su['min']:.4f}",
              "worst (uniform, near-surface): " + ", ".join(f"{n} {a:.3f}/{b:.3f}" for n, a, b in s["worst_uniform"])]
-    if "frames" in s:  # 4D: per-frame IoU on held-out uniform points
-        fm, fw = s["frames"]["iou_frame_mean"], s["frames"]["iou_frame_worst"]
-        lines.append(f"per-frame IoU: mean over frames {fm['mean']:.4f} (lowest sequence {fm['min']:.4f}); "
-                     f"worst frame {fw['mean']:.4f} on average, {fw['min']:.4f} at the lowest")
+    if "frames" in s:  # 4D: per-frame IoU on the frame's held-out uniform points, and on all its held-out points
+        for key, what in (("iou_frame", "uniform"), ("iou_frame_all", "all held-out")):
+            fm, fw = s["frames"][f"{key}_mean"], s["frames"][f"{key}_worst"]
+            lines.append(f"per-frame IoU ({what} points): mean over frames {fm['mean']:.4f} (lowest sequence "
+                         f"{fm['min']:.4f}); worst frame {fw['mean']:.4f} on average, {fw['min']:.4f} at the lowest")
     return "\n".join(lines)
 
 
