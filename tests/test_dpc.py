@@ -29,14 +29,15 @@ def _single_thread(one_thread):  # tests/conftest.py
 
 @pytest.fixture(scope="module")
 def shapes_dataset(tmp_path_factory):
-    """A prepared dataset: a sphere, a box and a torus to train on, a cylinder to test against."""
+    """A prepared dataset: a sphere, a box and a torus to train on, a cylinder and a cone to test against."""
     src = tmp_path_factory.mktemp("meshes")
     trimesh.creation.icosphere(3).export(src / "sphere.ply")
     trimesh.creation.box(extents=(2, 1, 1)).export(src / "box.ply")
     trimesh.creation.torus(1.0, 0.3).export(src / "torus.ply")
     trimesh.creation.cylinder(0.4, 2.0).export(src / "cylinder.ply")
+    trimesh.creation.cone(0.8, 1.5).export(src / "cone.ply")
     split = src / "split.json"
-    split.write_text(json.dumps({"train": ["sphere", "box", "torus"], "val": [], "test": ["cylinder"]}))
+    split.write_text(json.dumps({"train": ["sphere", "box", "torus"], "val": [], "test": ["cylinder", "cone"]}))
     out = tmp_path_factory.mktemp("data") / "ds"
     prepare(src, out, PrepareConfig(n_surface=500, n_uniform=500, split_file=str(split), workers=1), progress=False)
     return out
@@ -264,3 +265,19 @@ def test_resume_is_exact(shapes_dataset, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert meta_a["checkpoint"]["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
     assert meta_a["checkpoint"]["scheduler"] == meta_b["checkpoint"]["scheduler"]
+
+
+def test_compare_runs_dpc(shapes_dataset, tmp_path):
+    out = tmp_path / "cmp"
+    assert main(["compare", str(shapes_dataset), str(out), "--methods", "dpc", "--preset", "tiny", "--n", "2",
+                 "--quiet"]) == 0
+    (record,) = json.loads((out / "comparison.json").read_text())
+    assert record["method"] == "dpc" and record["denoiser"] == "dpc" and record["representation"] == "points"
+    assert record["n_params"] == count_parameters(DPC(DPC_PRESETS["tiny"]))
+    assert math.isfinite(record["mmd_cd"]) and 0.0 <= record["cov_cd"] <= 1.0
+    ckpt = json.loads((out / "dpc" / "train" / "checkpoints" / "last.json").read_text())
+    assert ckpt["step"] == 10 and ckpt["train_config"]["batch_size"] == 4  # the tiny compare preset's budget
+    batch = load_safetensors(out / "dpc" / "samples" / "batches" / "batch_0000.safetensors")[1]["batch"]
+    assert batch["config"]["sampler"] == "ddpm" and batch["config"]["steps"] is None  # the authors' sampler
+    assert sorted(p.name for p in (out / "dpc" / "samples" / "clouds").glob("*.npy")) == ["sample_0000.npy",
+                                                                                          "sample_0001.npy"]
