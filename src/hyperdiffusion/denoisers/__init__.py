@@ -7,6 +7,7 @@ and one line in `DENOISERS`.
     transformer.py  G.pt's weight-space transformer (HyperDiffusion's denoiser)
     unet3d.py       a 3D UNet over voxel grids (the paper's voxel baseline)
     dpc.py          DPC's FlowVAE over point clouds (PointNet encoder, flow prior, per-point diffusion decoder)
+    pvcnn.py        PVD's point-voxel CNN over point clouds (point_ops.py: FPS, ball query, ...)
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ DENOISERS: dict[str, DenoiserEntry] = {
     "transformer": DenoiserEntry("hyperdiffusion.denoisers.transformer", "TransformerConfig", "PAPER_PRESETS"),
     "unet3d": DenoiserEntry("hyperdiffusion.denoisers.unet3d", "UNet3DConfig", "UNET_PRESETS"),
     "dpc": DenoiserEntry("hyperdiffusion.denoisers.dpc", "DPCConfig", "DPC_PRESETS"),
+    "pvcnn2": DenoiserEntry("hyperdiffusion.denoisers.pvcnn", "PVCNNConfig", "PVCNN_PRESETS"),
 }
 
 
