@@ -164,6 +164,13 @@ _DPC = dict(timesteps=100, beta_start=1e-4, beta_end=0.02, schedule="linear", pr
             variance="fixed_small", optimizer="adam", lr=2e-3, weight_decay=0.0, lr_schedule="linear",
             lr_end=1e-4, grad_clip=10.0, ema_decay=0.0)
 
+# PVD's diffusion and optimiser (alexzhou907/PVD `train_generation.py` defaults): 1000 steps, linear
+# betas 1e-4 -> 0.02, eps prediction, posterior ("fixed small") variance, MSE; Adam 2e-4, betas
+# (0.5, 0.999), no weight decay, ExponentialLR 0.998 per epoch, batch 16, no EMA.
+_PVD = dict(timesteps=1000, beta_start=1e-4, beta_end=0.02, schedule="linear", prediction="eps",
+            variance="fixed_small", optimizer="adam", lr=2e-4, adam_beta1=0.5, adam_beta2=0.999, weight_decay=0.0,
+            lr_schedule="exponential", lr_gamma=0.998, batch_size=16, ema_decay=0.0)
+
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     # HyperDiffusion (paper sizes, REFERENCE.md "Weight-space diffusion")
     **{name: TrainConfig(preset=name) for name in ("plane", "chair", "car")},
@@ -187,11 +194,22 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "dpc-tiny": TrainConfig(representation="points", denoiser="dpc", preset="tiny", **_DPC, batch_size=4,
                             max_steps=200, lr_decay_start=100, lr_decay_end=200, log_every=20, ckpt_every=100,
                             val_every_epochs=0),
+    # PVD (REFERENCE.md "PVD and DPC"; denoisers/pvcnn.py): the authors' 10000 epochs. Airplanes use
+    # their "warm0.1" betas 1e-5 -> 0.008 ("pvd-plane").
+    "pvd": TrainConfig(representation="points", preset="paper", **_PVD, epochs=10_000, val_every_epochs=0),
+    "pvd-plane": TrainConfig(representation="points", preset="paper", **{**_PVD, "beta_start": 1e-5,
+                             "beta_end": 0.008, "schedule": "warm0.1"}, epochs=10_000, val_every_epochs=0),
+    # Not the authors': the CPU network, 1000 steps at a 5x higher lr (a run ~1000x shorter than theirs).
+    "pvd-cpu": TrainConfig(representation="points", preset="cpu", **{**_PVD, "lr": 1e-3}, max_steps=1000,
+                           log_every=20, ckpt_every=200, val_every_epochs=0),
+    "pvd-tiny": TrainConfig(representation="points", preset="tiny", **{**_PVD, "lr": 1e-3, "batch_size": 4},
+                            max_steps=20, log_every=10, ckpt_every=10, val_every_epochs=0),
 }
 
 # The preset `train` uses when none is named: the paper's on a GPU, the small one on a CPU. Keyed by
 # representation, or by denoiser for one that is not its representation's default (--denoiser dpc).
-DEFAULT_PRESETS = {"mlp3d": ("plane", "cpu"), "voxel": ("voxel", "voxel-cpu"), "dpc": ("dpc", "dpc-cpu")}
+DEFAULT_PRESETS = {"mlp3d": ("plane", "cpu"), "voxel": ("voxel", "voxel-cpu"), "dpc": ("dpc", "dpc-cpu"),
+                   "points": ("pvd", "pvd-cpu")}
 
 # Fields that may change between a run and its resumption: they do not affect the steps taken.
 RESUMABLE_CHANGES = {"epochs", "max_steps", "device", "log_every", "ckpt_every",

@@ -43,16 +43,20 @@ class ComparePreset:
     small_transformer: bool = False  # tiny: a 2-layer width-64 transformer, for the test suite
     train_batch: int | None = None  # None = the train presets' batch size
     dpc_train: str = "dpc-cpu"  # diffusion/train.py TRAIN_PRESETS, for DPC
+    pvd_train: str = "pvd-cpu"  # ... and for PVD
+    pvd_steps: int | None = None  # PVD's optimiser steps when they differ from train_steps (its CPU step is slow)
+    pvd_sampler: str = "ddim"  # "ddpm": all T steps as the authors sample; "ddim": ddim_steps
 
 
 COMPARE_PRESETS: dict[str, ComparePreset] = {
     # The paper's settings (a GPU); the transformer size for the category is --hd-preset.
-    "paper": ComparePreset("paper", None, "plane", "voxel", None, None, 256, None, dpc_train="dpc"),
+    "paper": ComparePreset("paper", None, "plane", "voxel", None, None, 256, None, dpc_train="dpc",
+                           pvd_train="pvd", pvd_sampler="ddpm"),
     # Minutes per method on a 2-core CPU: the demo's sizes.
-    "cpu": ComparePreset("cpu", None, "cpu", "voxel-cpu", 2000, 50, 96, 512),
+    "cpu": ComparePreset("cpu", None, "cpu", "voxel-cpu", 2000, 50, 96, 512, pvd_steps=1000),
     # Seconds: for tests; every stage runs, nothing is meant to look good.
     "tiny": ComparePreset("cpu", 3, "cpu", "voxel-cpu", 10, 4, 32, 128, small_transformer=True, train_batch=4,
-                          dpc_train="dpc-tiny"),
+                          dpc_train="dpc-tiny", pvd_train="pvd-tiny"),
 }
 
 
@@ -138,11 +142,25 @@ def run_dpc(dataset: Path, folder: Path, n: int, p: ComparePreset, cfg: CompareC
     return _sample(folder, folder / "train", n, p, cfg, sampler="ddpm")
 
 
+def run_pvd(dataset: Path, folder: Path, n: int, p: ComparePreset, cfg: CompareConfig) -> Path:
+    """PVD (Zhou et al. 2021): PVCNN2 diffusion on the train shapes' 2048-point reference clouds. The paper
+    preset samples as the authors (DDPM over all 1000 steps); cpu and tiny use the preset's DDIM steps,
+    because 1000 steps of PVCNN2 take tens of minutes on a CPU (docs/BASELINES.md)."""
+    from hyperdiffusion.diffusion.train import train
+
+    tc = _train_config(p.pvd_train, p, cfg)
+    if p.pvd_steps is not None:
+        tc = replace(tc, max_steps=p.pvd_steps)
+    _timed(folder, "train", lambda: train(dataset, folder / "train", tc, progress=False))
+    return _sample(folder, folder / "train", n, p, cfg, sampler=p.pvd_sampler)
+
+
 # name -> (label in tables, runner). Point-cloud baselines join here by name.
 METHODS: dict[str, tuple[str, Callable[..., Path]]] = {
     "hd": ("HyperDiffusion", run_hd),
     "voxel": ("Voxel baseline", run_voxel),
     "dpc": ("DPC", run_dpc),
+    "pvd": ("PVD", run_pvd),
 }
 
 
@@ -228,17 +246,28 @@ def comparison_table(records: list[dict[str, Any]], preset: str, dataset: str) -
 
 
 def _picture(out: Path, records: list[dict[str, Any]], per_method: int = 6) -> None:
-    """One row per method: its first samples with a surface (an empty tile where fewer have one)."""
+    """One row per method: its first samples with a surface (an empty tile where fewer have one); point-cloud
+    methods (no meshes) show their clouds as point splats."""
+    import numpy as np
     import trimesh
 
-    from hyperdiffusion.pictures.render import render_grid
+    from hyperdiffusion.pictures.render import render_grid, render_points
 
     tiles, titles = [], []
     for r in records:
-        meshes = sorted((out / r["method"] / "samples" / "meshes").glob("*.ply"))[:per_method]
+        samples = out / r["method"] / "samples"
+        items = sorted((samples / "meshes").glob("*.ply"))[:per_method]
+        as_points = not items and r.get("representation") == "points"
+        if as_points:
+            items = sorted((samples / "clouds").glob("*.npy"))[:per_method]
         for i in range(per_method):
-            tiles.append(trimesh.load(meshes[i], force="mesh") if i < len(meshes) else None)
-            titles.append(f"{r['label']}: {meshes[i].stem}" if i < len(meshes) else f"{r['label']}: -")
+            if i >= len(items):
+                tiles.append(None)
+            elif as_points:
+                tiles.append(render_points(np.load(items[i], allow_pickle=False), size=192))
+            else:
+                tiles.append(trimesh.load(items[i], force="mesh"))
+            titles.append(f"{r['label']}: {items[i].stem}" if i < len(items) else f"{r['label']}: -")
     render_grid(tiles, out / "comparison.png", ncols=per_method, titles=titles, size=192)
 
 

@@ -60,6 +60,39 @@ def render_mesh(mesh: trimesh.Trimesh, size: int = 256, view: tuple[float, float
     return (image * 255 + 0.5).astype(np.uint8)
 
 
+def render_points(points: np.ndarray, size: int = 256, view: tuple[float, float] = DEFAULT_VIEW,
+                  color: Sequence[float] = DEFAULT_COLOR, radius: float | None = None) -> np.ndarray:
+    """A picture of a point cloud [n, 3]: uint8 [size, size, 3] on white, with the camera of `render_mesh`.
+
+    Each point is a square splat of `radius` pixels (default: size / 128, at least 1), nearer points
+    drawn over farther ones and shaded darker with depth, so the shape reads without normals.
+    Non-finite points are skipped; no finite point gives a blank picture.
+    """
+    image = np.ones((size, size, 3), dtype=np.float32)
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    pts = pts[np.isfinite(pts).all(axis=1)]
+    if len(pts) == 0:
+        return (image * 255).astype(np.uint8)
+    xy, inv_depth, _, _ = _project(pts, size, view)
+    depth = 1.0 / inv_depth
+    near, far = depth.min(), depth.max()
+    shade = 1.0 - 0.55 * (depth - near) / max(far - near, 1e-12)  # nearest 1.0, farthest 0.45
+    r = max(1, round(size / 128)) if radius is None else max(0, int(radius))
+    zbuf = np.full((size, size), np.inf)
+    order = np.argsort(-depth)  # far to near: later (nearer) writes win; zbuf keeps it exact per pixel
+    px = np.round(xy[order]).astype(int)
+    for dx in range(-r, r + 1):
+        for dy in range(-r, r + 1):
+            x, y = px[:, 0] + dx, px[:, 1] + dy
+            ok = (x >= 0) & (x < size) & (y >= 0) & (y < size)
+            xs, ys, d, sh = x[ok], y[ok], depth[order][ok], shade[order][ok]
+            closer = d < zbuf[ys, xs]
+            xs, ys, d, sh = xs[closer], ys[closer], d[closer], sh[closer]
+            zbuf[ys, xs] = d
+            image[ys, xs] = np.clip(np.asarray(color, float)[None] * sh[:, None], 0, 1)
+    return (image * 255 + 0.5).astype(np.uint8)
+
+
 def _project(verts: np.ndarray, S: int, view: tuple[float, float]):
     """Pixel coordinates [n, 2], inverse depth [n], eye position and camera basis (right, up, back)."""
     elev, azim = (math.radians(a) for a in view)
