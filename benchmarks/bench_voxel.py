@@ -4,7 +4,7 @@
 
 Each mesh is normalised as `prepare` does (vertex mean at 0, max |coordinate| 0.475) and
 voxelised by "labels" (robust inside labels at the voxel centres) and "surface_fill" (the
-official surface voxels + fill); "solid", the default, is their union (computed here from the
+official surface voxels + fill); "solid" is their union (computed here from the
 two, which is what `voxelize` does). Printed per method: the filled fraction of the grid, the
 number of 26-connected pieces, and seconds per shape.
 """

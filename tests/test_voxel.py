@@ -32,7 +32,7 @@ def test_centres_are_the_official_grid():
 
 
 def test_sphere_labels_equal_the_analytic_sphere():
-    grid = voxelize(SPHERE, method="labels")
+    grid = voxelize(SPHERE)  # the default: labels at the centres
     assert grid.shape == (24, 24, 24) and grid.dtype == np.float32
     assert set(np.unique(grid)) == {-1.0, 1.0}
     np.testing.assert_array_equal(grid > 0, R2 < RADIUS ** 2)  # exactly the centres inside the sphere
@@ -65,7 +65,7 @@ def test_surface_fill_is_the_labels_plus_the_surface_voxels():
     """The official voxelise-then-fill: every labelled voxel, plus the voxels the surface crosses."""
     labels = voxelize(SPHERE, method="labels") > 0
     filled = voxelize(SPHERE, method="surface_fill") > 0
-    np.testing.assert_array_equal(voxelize(SPHERE) > 0, filled)  # the default "solid" on a closed mesh
+    np.testing.assert_array_equal(voxelize(SPHERE, method="solid") > 0, filled)  # on a closed mesh
     assert (filled >= labels).all()
     extra = filled & ~labels
     assert extra.sum() > 0
@@ -78,19 +78,19 @@ def test_surface_fill_is_the_labels_plus_the_surface_voxels():
 
 
 def test_thin_and_open_meshes():
-    """Why the default is "solid": thin parts survive as in the official recipe, open meshes are filled."""
+    """Why "solid" suits real meshes: thin parts survive as in the official recipe, open meshes are filled."""
     # A plate 0.01 thick between two planes of centres: no centre is inside it.
     plate = trimesh.creation.box(extents=[0.6, 0.6, 0.01])
     plate.apply_translation([0, 0, 0.3 * P])
     assert (voxelize(plate, method="labels") > 0).sum() == 0
-    slab = voxelize(plate) > 0
+    slab = voxelize(plate, method="solid") > 0
     assert slab.sum() == 16 * 16 and slab[4:20, 4:20, 12].all()  # one layer: the voxels it crosses
     # A box without its top: the fill leaks through the opening, the labels do not.
     box = trimesh.creation.box(extents=[0.6, 0.6, 0.6])
     open_box = trimesh.Trimesh(box.vertices, box.faces[box.face_normals[:, 2] < 0.5], process=False)
     shell = voxelize(open_box, method="surface_fill") > 0
-    solid = voxelize(open_box) > 0
-    closed = voxelize(box) > 0
+    solid = voxelize(open_box, method="solid") > 0
+    closed = voxelize(box, method="solid") > 0
     assert shell.sum() < 0.3 * closed.sum()  # hollow
     assert solid[4:20, 4:20, 4:19].all() and (solid <= closed).all()
     assert (closed & ~solid).sum() == 14 * 14  # only the missing lid's layer of voxels
@@ -106,10 +106,10 @@ def test_grid_to_mesh_volume_and_round_trip():
         assert abs(out.volume / volume - 1) < 0.05
         # Every vertex lies half-way between an inside and an outside centre, inside the grid's box.
         assert np.abs(out.vertices).max() < 0.475
-        np.testing.assert_array_equal(voxelize(out, method="labels"), grid)  # exact round trip
-        # The default also marks the voxels the surface touches; the surface of a voxel mesh lies
+        np.testing.assert_array_equal(voxelize(out), grid)  # exact round trip (the default: labels)
+        # "solid" also marks the voxels the surface touches; the surface of a voxel mesh lies
         # on voxel faces, so a round trip may add the neighbours of the grid but never removes a voxel.
-        again = voxelize(out) > 0
+        again = voxelize(out, method="solid") > 0
         assert (again >= (grid > 0)).all()
         assert (again <= ndi.binary_dilation(grid > 0, structure=np.ones((3, 3, 3)))).all()
 
@@ -131,9 +131,9 @@ def test_grid_to_mesh_closes_shapes_at_the_border_and_rejects_empty_grids():
 
 def test_frames_as_channels():
     small = trimesh.creation.icosphere(subdivisions=3, radius=0.2)
-    frames = voxelize_frames([SPHERE, small, SPHERE], res=12)
+    frames = voxelize_frames([SPHERE, small, SPHERE], res=12, method="solid")
     assert frames.shape == (3, 12, 12, 12) and frames.dtype == np.float32
     np.testing.assert_array_equal(frames[0], frames[2])
     assert (frames[1] > 0).sum() < (frames[0] > 0).sum()
-    np.testing.assert_array_equal(frames[1], voxelize(small, res=12))
-    assert voxelize_frames([small], res=12, method="labels").sum() < frames[1].sum()
+    np.testing.assert_array_equal(frames[1], voxelize(small, res=12, method="solid"))
+    assert voxelize_frames([small], res=12).sum() < frames[1].sum()  # the default, labels, is thinner

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.ndimage as ndi
 import trimesh
 
-METHODS = ("solid", "labels", "surface_fill")
+METHODS = ("labels", "solid", "surface_fill")
 
 
 def voxel_centres(res: int = 24, extent: float = 0.475) -> np.ndarray:
@@ -32,7 +32,7 @@ def pitch(res: int = 24, extent: float = 0.475) -> float:
     return 2.0 * extent / (res - 1)
 
 
-def voxelize(mesh: trimesh.Trimesh, res: int = 24, extent: float = 0.475, method: str = "solid") -> np.ndarray:
+def voxelize(mesh: trimesh.Trimesh, res: int = 24, extent: float = 0.475, method: str = "labels") -> np.ndarray:
     """A [res, res, res] float32 grid of +1 (inside `mesh`) and -1 (outside).
 
     method "surface_fill": the official recipe on this grid. trimesh marks the voxels the
@@ -45,17 +45,20 @@ def voxelize(mesh: trimesh.Trimesh, res: int = 24, extent: float = 0.475, method
     wider than a voxel (open meshes, which real data has) lets the outside in and the shape
     stays a hollow shell.
 
-    method "labels": each voxel takes the inside/outside label of its centre from the
-    project's labeller, `hyperdiffusion.data.occupancy.inside` with the settings `prepare`
-    uses (`OccupancyConfig()`), built for open and messy meshes (docs/OCCUPANCY.md), so
-    holes do not matter. But a part thinner than a voxel is inside at no centre and
-    vanishes: on 20 real chairs (benchmarks/RESULTS.md, "Voxel grids") it keeps 0.1-2 % of
-    the grid in up to 24 pieces where "surface_fill" keeps 3-10 % in one piece. It is exact
-    for smooth solids (grid -> mesh -> grid reproduces a grid) and used in tests for that.
+    method "labels" (default): each voxel takes the inside/outside label of its centre from
+    the project's labeller, `hyperdiffusion.data.occupancy.inside` with the settings `prepare`
+    uses (`OccupancyConfig()`), built for open and messy meshes (docs/OCCUPANCY.md), so holes
+    do not matter, and the grid agrees with the occupancy samples the MLPs are fitted to. It
+    is exact for smooth solids (grid -> mesh -> grid reproduces a grid). But a part thinner
+    than a voxel is inside at no centre and vanishes: on the 77 real chairs
+    (benchmarks/RESULTS.md, "Voxel baseline") it keeps a median 1.2 % of the grid, 56 chairs
+    in several pieces and 3 of 57 tables empty, where "surface_fill" keeps 4.7 % in one piece.
+    For real furniture at 24^3 use "solid".
 
-    method "solid" (default): the union of the two, i.e. the official recipe plus the robust
-    labels where the fill leaked. On closed meshes it is "surface_fill" (there the labelled
-    voxels are a subset of it); on an open box it is solid where "surface_fill" is a shell.
+    method "solid": the union of "labels" and "surface_fill", i.e. the official recipe plus
+    the robust labels where the fill leaked. On closed meshes it is "surface_fill" (there the
+    labelled voxels are a subset of it); on an open box it is solid where "surface_fill" is
+    a shell.
     """
     if method not in METHODS:
         raise ValueError(f"unknown voxelisation method {method!r}; choose one of {METHODS}")
@@ -87,7 +90,7 @@ def _surface_fill(mesh: trimesh.Trimesh, res: int, extent: float) -> np.ndarray:
 
 
 def voxelize_frames(meshes: list[trimesh.Trimesh], res: int = 24, extent: float = 0.475,
-                    method: str = "solid") -> np.ndarray:
+                    method: str = "labels") -> np.ndarray:
     """The 4D variant: one grid per frame, stacked as channels, [F, res, res, res] float32."""
     if not meshes:
         raise ValueError("voxelize_frames needs at least one mesh")
