@@ -2,12 +2,14 @@
 
 The official code scales each mesh to max |coordinate| 0.95, voxelises it at pitch 1.9/23 and
 fills it. Prepared shapes here have max |coordinate| 0.475 inside [-0.5, 0.5]^3, so the same
-grid is 24 voxel centres per axis at linspace(-0.475, 0.475, 24). We label the centres with the
-project's robust inside/outside labeller (data/occupancy.py) instead of voxelise-then-fill,
-which breaks on the open and many-part meshes real data has (voxel_grid.py says more).
+grid is 24 voxel centres per axis at linspace(-0.475, 0.475, 24). We voxelise as the official
+code (every voxel the surface touches, then fill) and add the project's robust inside/outside
+labels at the voxel centres (data/occupancy.py) where the fill leaks through a hole: method
+"solid" in voxel_grid.py. Labels at centres alone lose every part thinner than a voxel (4 % of
+the shape): on the 77 real chairs, 56 fell into pieces (benchmarks/RESULTS.md, "Voxel baseline").
 
 Grids are computed once per dataset and cached beside it, one file per shape
-(DATASET/derived/voxel_<res>/<name>.npy), so a crash loses at most one shape's work.
+(DATASET/derived/voxel_<res>_<method>/<name>.npy), so a crash loses at most one shape's work.
 Decoding thresholds at 0 (probability 0.5 maps to grid value 2 * 0.5 - 1 = 0), runs marching
 cubes and samples 2048 surface points, as the official baseline.
 """
@@ -40,8 +42,8 @@ class VoxelGrids(Representation):
     default_denoiser = "unet3d"
     source_kind = "prepared dataset (from `prepare`)"
 
-    def __init__(self, res: int = RES, extent: float = EXTENT):
-        self.res, self.extent = res, extent
+    def __init__(self, res: int = RES, extent: float = EXTENT, method: str = "solid"):
+        self.res, self.extent, self.method = res, extent, method
 
     def load(self, source: str | Path, *, progress: bool = True) -> TrainingSet:
         from hyperdiffusion.data.prepare import load_dataset
@@ -53,7 +55,8 @@ class VoxelGrids(Representation):
         grids = [self._cached_grid(ds.root, n) for n in progress_bar(names, desc="voxelise", unit="shape",
                                                                       disable=not progress)]
         data = torch.from_numpy(np.stack(grids)[:, None])  # [N, 1, R, R, R]: one channel
-        info = {"res": self.res, "extent": self.extent, "frames": 1, "dataset": str(ds.root)}
+        info = {"res": self.res, "extent": self.extent, "frames": 1, "voxelisation": self.method,
+                "dataset": str(ds.root)}
         return TrainingSet(data.float(), names, info, None, str(ds.root))
 
     def _cached_grid(self, root: Path, name: str) -> np.ndarray:
@@ -62,13 +65,13 @@ class VoxelGrids(Representation):
         from hyperdiffusion.data.prepare import mesh_path
         from hyperdiffusion.representations.voxel_grid import voxelize
 
-        path = root / "derived" / f"voxel_{self.res}" / f"{safe_name(name)}.npy"
+        path = root / "derived" / f"voxel_{self.res}_{self.method}" / f"{safe_name(name)}.npy"
         if path.is_file():
             grid = load_npy(path)
             if grid.shape == (self.res,) * 3:
                 return grid
         mesh = trimesh.load(mesh_path(root, name), force="mesh", process=False)
-        grid = voxelize(mesh, self.res, self.extent).astype(np.float32)
+        grid = voxelize(mesh, self.res, self.extent, method=self.method).astype(np.float32)
         save_npy(path, grid)
         return grid
 
