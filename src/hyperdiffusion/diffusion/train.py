@@ -180,7 +180,8 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "cpu": TrainConfig(preset="cpu", standardize=True, **_CPU),
     # The voxel baseline (REFERENCE.md "Voxel baseline"): the same diffusion and optimiser as the paper.
     "voxel": TrainConfig(representation="voxel", preset="paper"),
-    "voxel-cpu": TrainConfig(representation="voxel", preset="cpu", **_CPU),
+    # A 3D UNet step costs ~20x a CPU transformer step here: a smaller batch (benchmarks/RESULTS.md).
+    "voxel-cpu": TrainConfig(representation="voxel", preset="cpu", **{**_CPU, "batch_size": 8}),
     # DPC (REFERENCE.md "PVD and DPC"; denoisers/dpc.py): its own diffusion (100 steps, eps, the
     # posterior variance its sampler uses), Adam 2e-3 held to 200k steps then linear to 1e-4 at 400k,
     # batch 128, gradient norm clipped to 10, no EMA. The authors train with no iteration limit; we

@@ -45,6 +45,7 @@ class ComparePreset:
     dpc_train: str = "dpc-cpu"  # diffusion/train.py TRAIN_PRESETS, for DPC
     pvd_train: str = "pvd-cpu"  # ... and for PVD
     pvd_steps: int | None = None  # PVD's optimiser steps when they differ from train_steps (its CPU step is slow)
+    voxel_steps: int | None = None  # the same for the voxel baseline's 3D UNet
     pvd_sampler: str = "ddim"  # "ddpm": all T steps as the authors sample; "ddim": ddim_steps
 
 
@@ -53,7 +54,7 @@ COMPARE_PRESETS: dict[str, ComparePreset] = {
     "paper": ComparePreset("paper", None, "plane", "voxel", None, None, 256, None, dpc_train="dpc",
                            pvd_train="pvd", pvd_sampler="ddpm"),
     # Minutes per method on a 2-core CPU: the demo's sizes.
-    "cpu": ComparePreset("cpu", None, "cpu", "voxel-cpu", 2000, 50, 96, 512, pvd_steps=1000),
+    "cpu": ComparePreset("cpu", None, "cpu", "voxel-cpu", 2000, 50, 96, 512, pvd_steps=1000, voxel_steps=1000),
     # Seconds: for tests; every stage runs, nothing is meant to look good.
     "tiny": ComparePreset("cpu", 3, "cpu", "voxel-cpu", 10, 4, 32, 128, small_transformer=True, train_batch=4,
                           dpc_train="dpc-tiny", pvd_train="pvd-tiny"),
@@ -128,6 +129,8 @@ def run_voxel(dataset: Path, folder: Path, n: int, p: ComparePreset, cfg: Compar
     from hyperdiffusion.diffusion.train import train
 
     tc = _train_config(p.voxel_train, p, cfg)
+    if p.voxel_steps is not None:
+        tc = replace(tc, max_steps=p.voxel_steps)
     _timed(folder, "train", lambda: train(dataset, folder / "train", tc, progress=False))
     return _sample(folder, folder / "train", n, p, cfg)
 
