@@ -3,8 +3,8 @@
     python benchmarks/plot_4d_recon.py DATA4D FIT_OUT OUT.gif [--names a b c d] [--res 96]
 
 Each pair of tiles plays the prepared frames of a sequence (left) and the marching-cubes
-meshes of its fitted 4D MLP at the same 16 frame times (right), with the per-frame IoU
-of the fit in the title. Also writes OUT_frameKK.png for a few frames, to look at.
+meshes of its fitted 4D MLP at the same 16 frame times (right), with the fit's per-frame
+IoU on all held-out points (mean over frames, worst frame) in the title. Also writes OUT_frameKK.png for a few frames, to look at.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ def main() -> None:
     ap.add_argument("--names", nargs="*")
     ap.add_argument("--res", type=int, default=96)
     ap.add_argument("--size", type=int, default=120)
+    ap.add_argument("--up", choices=("y", "z"), default="y",
+                    help="z: the data were prepared Z-up; rotate every mesh to Y-up for the pictures only")
     args = ap.parse_args()
     torch.set_num_threads(1)
     ws = load_weight_set(Path(args.fit) / "weights.safetensors")
@@ -43,7 +45,11 @@ def main() -> None:
         q = quality[n]
         short = n.replace("openarena-", "").replace("md2-", "")[:18]
         seqs += [load_sequence_meshes(args.data, n), r]
-        titles += [f"{short}", f"fit IoU {q['iou_frame_mean']:.2f} (min {q['iou_frame_worst']:.2f})"]
+        titles += [f"{short}", f"fit IoU {q['iou_frame_all_mean']:.2f} (min {q['iou_frame_all_worst']:.2f})"]
+    if args.up == "z":  # (x, y, z) -> (x, z, -y), as prepare --up z; display only
+        seqs = [[None if m is None else m.copy().apply_transform(
+            np.array([[1, 0, 0, 0], [0, 0, 1, 0], [0, -1, 0, 0], [0, 0, 0, 1]], float)) for m in seq]
+            for seq in seqs]
     frames = animation_frames(seqs, ncols=4, titles=titles, size=args.size)
     save_animation(frames, args.out, fps=6)
     for k in (0, 8):
