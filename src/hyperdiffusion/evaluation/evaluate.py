@@ -37,7 +37,9 @@ class EvalConfig:
     train_split: str = "train"  # split read from a prepared dataset given as --train
     seed: int = 0
     device: str = "auto"  # "auto": cuda when available, else cpu
-    fpd_net: str | None = None  # network file from `fpd-train` or the public .pth checkpoint
+    # FPD feature network: "default" = the shipped one (fpd.DEFAULT_NET), a file from `fpd-train` or the
+    # public .pth checkpoint, or "none" / None for no FPD
+    fpd_net: str | None = "default"
     train: str | None = None  # training shapes for novelty
 
 
@@ -233,17 +235,26 @@ def evaluate(samples, reference, config: EvalConfig = EvalConfig(), progress: bo
         em = metrics.set_metrics(e_ss, e_sr, e_rr)
         result.update(mmd_emd=em["mmd"], cov_emd=em["cov"], nna_emd=em["nna"])
 
-    if cfg.fpd_net:
-        from hyperdiffusion.evaluation.fpd import fpd, load_feature_net
+    from hyperdiffusion.evaluation import fpd as fpd_lib
 
-        net = load_feature_net(cfg.fpd_net)
-        f = fpd(s_raw, r_raw, net, seed=cfg.seed, device=device)
+    fpd_path = fpd_lib.DEFAULT_NET if cfg.fpd_net == "default" else cfg.fpd_net
+    if fpd_path in (None, "", "none"):
+        result["fpd"] = None
+        fpd_mode = {"reason": "FPD turned off (--fpd-net none)"}
+    elif cfg.fpd_net == "default" and not fpd_lib.DEFAULT_NET.is_file():
+        result["fpd"] = None
+        fpd_mode = {"reason": f"the shipped network {fpd_lib.DEFAULT_NET_NAME} is missing from this installation"}
+    elif n < fpd_lib.MIN_CLOUDS:
+        result["fpd"] = None
+        fpd_mode = {"reason": f"FPD needs at least {fpd_lib.MIN_CLOUDS} clouds per set (a covariance); "
+                              f"{n} reference shape(s) here"}
+    else:
+        net = fpd_lib.load_feature_net(fpd_path)
+        f = fpd_lib.fpd(s_raw, r_raw, net, seed=cfg.seed, device=device)
         result["fpd"] = f["value"]
         fpd_mode = {k: f[k] for k in ("network_id", "input_norm", "source")}
-        fpd_mode["note"] = "FPD values are comparable only under the same network_id"
-    else:
-        result["fpd"] = None
-        fpd_mode = {"reason": "no feature network given (--fpd-net PATH)"}
+        fpd_mode.update(network="default" if cfg.fpd_net == "default" else "given", classes=net.classes,
+                        note="FPD values are comparable only under the same network_id")
 
     if cfg.train:
         t_raw, t_names, _ = load_clouds(cfg.train, cfg.train_split, cfg.n_points, cfg.seed)
@@ -343,8 +354,9 @@ def register(subparsers) -> None:
     p.add_argument("--split", default="test", help="split of a prepared dataset (default test)")
     p.add_argument("--train", help="training shapes for novelty (same kinds of source as REFERENCE)")
     p.add_argument("--train-split", default="train", help="split of --train when it is a prepared dataset")
-    p.add_argument("--fpd-net", help="feature network for FPD (fpd_net.safetensors from fpd-train, or the "
-                   "public pointnet2_ssg_wo_normals best_model.pth)")
+    p.add_argument("--fpd-net", default="default", help="feature network for FPD: default (the shipped "
+                   "network, docs/EVALUATION.md), fpd_net.safetensors from fpd-train, the public "
+                   "pointnet2_ssg_wo_normals best_model.pth, or none (no FPD)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
     p.set_defaults(func=_cmd_evaluate)
