@@ -127,7 +127,7 @@ def run_demo(out: str | Path = "demo-run", cfg: DemoConfig = DemoConfig(), *, pr
     sample(out / "diffusion" / "checkpoints" / "last.safetensors", out / "samples", sample_cfg, progress=progress)
     done()
 
-    done = _stage("evaluate: MMD, COV, 1-NNA (CD, EMD), novelty", timings)
+    done = _stage("evaluate: MMD, COV, 1-NNA (CD, EMD), FPD, novelty", timings)
     eval_cfg = EvalConfig(emd=cfg.emd, emd_points=cfg.emd_points, split="test", train=str(out / "data"),
                           seed=cfg.seed, device=cfg.device)
     metrics = evaluate(out / "samples", out / "data", eval_cfg, progress=progress)
