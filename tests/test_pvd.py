@@ -1,0 +1,147 @@
+"""PVD's PVCNN2 denoiser: sizes, the interface, and that the diffusion model learns a few clouds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+
+from hyperdiffusion.denoisers import build_denoiser, count_parameters, get_denoiser
+from hyperdiffusion.denoisers.pvcnn import PVCNN_PRESETS, PVCNNConfig, timestep_embedding
+
+
+@pytest.fixture(autouse=True)
+def _single_thread(one_thread):  # tests/conftest.py
+    yield
+
+
+def _model(preset="tiny", n_points=2048):
+    torch.manual_seed(0)
+    return build_denoiser("pvcnn2", get_denoiser("pvcnn2").config(preset), (n_points, 3))
+
+
+def test_output_shape_and_time_dependence():
+    model = _model().eval()
+    x = torch.randn(2, 2048, 3) * 0.3
+    with torch.no_grad():
+        y = model(x, torch.tensor([0, 999]))
+        y_same_t = model(x, torch.tensor([999, 999]))
+    assert y.shape == (2, 2048, 3) and torch.isfinite(y).all()
+    assert torch.allclose(y[1], y_same_t[1], atol=1e-5)  # each cloud depends only on its own t ...
+    assert not torch.allclose(y[0], y_same_t[0], atol=1e-4)  # ... and on it
+
+
+def test_permuting_points_barely_changes_the_prediction():
+    # FPS starts at index 0 and ball query keeps the first neighbours in index order, so PVCNN2 is
+    # permutation-equivariant only up to those choices: with point 0 kept, a permutation of the rest
+    # changes the (permuted) output by little compared with its size.
+    model = _model().eval()
+    g = torch.Generator().manual_seed(1)
+    x = (torch.rand(1, 2048, 3, generator=g) - 0.5) * 0.9
+    perm = torch.cat([torch.zeros(1, dtype=torch.long), 1 + torch.randperm(2047, generator=g)])
+    with torch.no_grad():
+        y, yp = model(x, torch.tensor([10])), model(x[:, perm], torch.tensor([10]))
+    assert (yp - y[:, perm]).abs().mean() < 0.2 * y.abs().mean()
+
+
+def test_paper_preset_has_pvds_size_and_configs_round_trip():
+    paper = build_denoiser("pvcnn2", get_denoiser("pvcnn2").config("paper"), (2048, 3))
+    n = count_parameters(paper)
+    assert 27.5e6 < n < 27.7e6, n  # PVD's PVCNN2: about 27.6 M
+    assert set(PVCNN_PRESETS) == {"paper", "cpu", "tiny"}
+    for cfg in PVCNN_PRESETS.values():
+        assert PVCNNConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    # voxel attention only in the second SA stage; the global attention on 512 channels
+    assert paper.sa[1].convs[0].voxel_layers[6].__class__.__name__ == "Attention"
+    assert paper.global_att.q.in_channels == 512
+    assert [len(s.convs) for s in paper.sa] == [2, 1, 1, 0]
+    assert [s.sa.n_centers for s in paper.sa] == [1024, 256, 64, 16]
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        build_denoiser("pvcnn2", PVCNN_PRESETS["tiny"].to_dict(), (24, 24, 24))
+
+
+def test_timestep_embedding_is_pvds():
+    e = timestep_embedding(torch.tensor([0, 7]), 8)
+    f = np.exp(-np.arange(4) * np.log(10000) / 3)
+    np.testing.assert_allclose(e[1].numpy(), np.concatenate([np.sin(7 * f), np.cos(7 * f)]), rtol=1e-6)
+    np.testing.assert_allclose(e[0].numpy(), [0, 0, 0, 0, 1, 1, 1, 1])
+
+
+# ----------------------------------------------------------------------------- the stages
+
+
+@pytest.fixture(scope="module")
+def shapes_dataset(tmp_path_factory):
+    """A prepared dataset: a sphere, a box and a torus to train on, a cylinder and a cone to test against."""
+    from hyperdiffusion.data.prepare import PrepareConfig, prepare
+
+    src = tmp_path_factory.mktemp("meshes")
+    trimesh.creation.icosphere(3).export(src / "sphere.ply")
+    trimesh.creation.box(extents=(2, 1, 1)).export(src / "box.ply")
+    trimesh.creation.torus(1.0, 0.3).export(src / "torus.ply")
+    trimesh.creation.cylinder(0.4, 2.0).export(src / "cylinder.ply")
+    trimesh.creation.cone(0.8, 1.5).export(src / "cone.ply")
+    split = src / "split.json"
+    split.write_text(json.dumps({"train": ["sphere", "box", "torus"], "val": [], "test": ["cylinder", "cone"]}))
+    out = tmp_path_factory.mktemp("data") / "ds"
+    prepare(src, out, PrepareConfig(n_surface=500, n_uniform=500, split_file=str(split), workers=1), progress=False)
+    return out
+
+
+def test_cli_train_then_sample(shapes_dataset, tmp_path):
+    from hyperdiffusion.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", str(shapes_dataset), str(run), "--representation", "points", "--preset", "pvd-tiny",
+                 "--max-steps", "2", "--no-progress"]) == 0
+    ckpt = json.loads((run / "checkpoints" / "last.json").read_text())
+    assert ckpt["denoiser"] == {"name": "pvcnn2", "config": PVCNN_PRESETS["tiny"].to_dict()}
+    assert ckpt["diffusion_config"]["timesteps"] == 1000 and ckpt["diffusion_config"]["prediction"] == "eps"
+    assert ckpt["diffusion_config"]["variance"] == "fixed_small" and ckpt["step"] == 2 and not ckpt["has_ema"]
+    group = ckpt["optimizer"]["param_groups"][0]
+    assert group["betas"] == [0.5, 0.999] and group["weight_decay"] == 0.0
+    assert main(["sample", str(run), str(tmp_path / "s"), "--n", "2", "--steps", "2", "--no-progress"]) == 0
+    status = json.loads((tmp_path / "s" / "mesh.json").read_text())["status"]
+    assert status == {"sample_0000": "ok", "sample_0001": "ok"}
+    cloud = np.load(tmp_path / "s" / "clouds" / "sample_0000.npy")
+    assert cloud.shape == (2048, 3) and np.isfinite(cloud).all()
+
+
+def test_points_default_to_the_pvd_presets(shapes_dataset, tmp_path):
+    from hyperdiffusion.cli import main
+    from hyperdiffusion.diffusion.train import DEFAULT_PRESETS, TRAIN_PRESETS
+
+    assert DEFAULT_PRESETS["points"] == ("pvd", "pvd-cpu")
+    paper = TRAIN_PRESETS["pvd"]
+    assert (paper.optimizer, paper.lr, paper.adam_beta1, paper.lr_schedule, paper.lr_gamma, paper.batch_size,
+            paper.ema_decay, paper.beta_start, paper.beta_end) == ("adam", 2e-4, 0.5, "exponential", 0.998, 16,
+                                                                   0.0, 1e-4, 0.02)
+    plane = TRAIN_PRESETS["pvd-plane"]
+    assert (plane.schedule, plane.beta_start, plane.beta_end) == ("warm0.1", 1e-5, 0.008)
+    assert main(["train", str(shapes_dataset), str(tmp_path / "r"), "--representation", "points",
+                 "--max-steps", "1", "--batch-size", "1", "--no-progress"]) == 0
+    tc = json.loads((tmp_path / "r" / "checkpoints" / "last.json").read_text())["train_config"]
+    assert tc["preset"] == "cpu" and tc["timesteps"] == 1000 and tc["optimizer"] == "adam"
+
+
+def test_compare_runs_pvd(shapes_dataset, tmp_path):
+    import math
+
+    from hyperdiffusion.cli import main
+    from hyperdiffusion.io import load_safetensors
+
+    out = tmp_path / "cmp"
+    assert main(["compare", str(shapes_dataset), str(out), "--methods", "pvd", "--preset", "tiny", "--n", "2",
+                 "--quiet"]) == 0
+    (record,) = json.loads((out / "comparison.json").read_text())
+    assert record["method"] == "pvd" and record["denoiser"] == "pvcnn2" and record["representation"] == "points"
+    assert record["n_params"] == count_parameters(_model())
+    assert math.isfinite(record["mmd_cd"]) and 0.0 <= record["cov_cd"] <= 1.0
+    ckpt = json.loads((out / "pvd" / "train" / "checkpoints" / "last.json").read_text())
+    assert ckpt["step"] == 10 and ckpt["train_config"]["batch_size"] == 4  # the tiny compare preset's budget
+    batch = load_safetensors(out / "pvd" / "samples" / "batches" / "batch_0000.safetensors")[1]["batch"]
+    assert batch["config"]["sampler"] == "ddim" and batch["config"]["steps"] == 4
+    assert (out / "comparison.png").is_file()
