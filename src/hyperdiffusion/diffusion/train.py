@@ -178,6 +178,10 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     # that a short run cannot resolve against unit noise. On 32 built-in chairs, 2000 steps,
     # samples were shapeless blobs without it and recognisable chairs with it (README demo).
     "cpu": TrainConfig(preset="cpu", standardize=True, **_CPU),
+    # 4D (REFERENCE.md "4D", train_4d_animals.yaml): n_embd 1440, lr 5e-5, batch 32, no lr scheduler
+    # (a StepLR with gamma 1 is the constant lr).
+    "4d": TrainConfig(representation="mlp4d", preset="4d", lr=5e-5, lr_gamma=1.0),
+    "4d-cpu": TrainConfig(representation="mlp4d", preset="cpu", standardize=True, **_CPU),
     # The voxel baseline (REFERENCE.md "Voxel baseline"): the same diffusion and optimiser as the paper.
     "voxel": TrainConfig(representation="voxel", preset="paper"),
     # A 3D UNet step costs ~20x a CPU transformer step here: a smaller batch (benchmarks/RESULTS.md).
@@ -209,7 +213,7 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 
 # The preset `train` uses when none is named: the paper's on a GPU, the small one on a CPU. Keyed by
 # representation, or by denoiser for one that is not its representation's default (--denoiser dpc).
-DEFAULT_PRESETS = {"mlp3d": ("plane", "cpu"), "voxel": ("voxel", "voxel-cpu"), "dpc": ("dpc", "dpc-cpu"),
+DEFAULT_PRESETS = {"mlp3d": ("plane", "cpu"), "mlp4d": ("4d", "4d-cpu"), "voxel": ("voxel", "voxel-cpu"), "dpc": ("dpc", "dpc-cpu"),
                    "points": ("pvd", "pvd-cpu")}
 
 # Fields that may change between a run and its resumption: they do not affect the steps taken.
@@ -355,12 +359,21 @@ def _score_validation(clouds: list, cfg: TrainConfig) -> dict[str, float]:
     from hyperdiffusion.evaluation import metrics
     from hyperdiffusion.evaluation.evaluate import load_clouds
 
-    ref, _, _ = load_clouds(cfg.val_reference, cfg.val_split, n_points=2048, seed=cfg.seed)
+    if np.ndim(clouds[0]) == 3:  # 4D: sequences [F, N, 3], frame-aligned distances (docs/4D.md)
+        from hyperdiffusion.evaluation.evaluate4d import load_sequence_clouds, normalize_sequences
+
+        ref, _, _ = load_sequence_clouds(cfg.val_reference, cfg.val_split, n_points=2048, seed=cfg.seed)
+        norm = normalize_sequences
+
+        def dist(a, b=None):
+            return metrics.pairwise_frames(a, b, metrics.pairwise_chamfer)
+    else:
+        ref, _, _ = load_clouds(cfg.val_reference, cfg.val_split, n_points=2048, seed=cfg.seed)
+        norm, dist = metrics.normalize_clouds, metrics.pairwise_chamfer
     keep = np.sort(np.random.default_rng(cfg.seed).permutation(len(ref))[: len(clouds)])  # equal set sizes
-    ref = metrics.normalize_clouds(ref[keep], "hd")
-    gen = metrics.normalize_clouds(np.stack(clouds[: len(ref)]), "hd")
-    scores = metrics.set_metrics(metrics.pairwise_chamfer(gen), metrics.pairwise_chamfer(gen, ref),
-                                 metrics.pairwise_chamfer(ref))
+    ref = norm(ref[keep], "hd")
+    gen = norm(np.stack(clouds[: len(ref)]), "hd")
+    scores = metrics.set_metrics(dist(gen), dist(gen, ref), dist(ref))
     return {f"val/{k}_cd": v for k, v in scores.items()}
 
 

@@ -2,6 +2,7 @@
 
     base.py        the interface: a dataset -> training tensors [N, *sample_shape]; samples -> surfaces
     mlp3d.py       HyperDiffusion: an occupancy MLP's flat weight vector (from `fit`)
+    mlp4d.py       HyperDiffusion in 4D: an MLP over (x, y, z, t) per animation of 16 frames
     voxel.py       the paper's voxel baseline: 24^3 grids of -1 / +1 (voxel_grid.py does the geometry)
     points.py      the point-cloud baselines (PVD, DPC): 2048-point clouds
     surfaces.py    in-memory meshes or clouds -> the meshes/, clouds/, mesh.json files `evaluate` reads
@@ -17,12 +18,14 @@ from pathlib import Path
 from hyperdiffusion.io import InputError
 from hyperdiffusion.representations.base import DecodeOptions, Representation, TrainingSet
 from hyperdiffusion.representations.mlp3d import MLPWeights
+from hyperdiffusion.representations.mlp4d import MLP4DWeights
 from hyperdiffusion.representations.points import PointClouds
 from hyperdiffusion.representations.voxel import VoxelGrids
 
 # name (recorded in every checkpoint) -> the representation.
 REPRESENTATIONS: dict[str, Representation] = {
     "mlp3d": MLPWeights(),
+    "mlp4d": MLP4DWeights(),
     "voxel": VoxelGrids(),
     "points": PointClouds(),
 }
@@ -38,7 +41,9 @@ def detect_representation(source: str | Path) -> str:
     """The representation a training source implies: weight sets are MLPs; a prepared dataset is ambiguous."""
     path = Path(source)
     if path.suffix == ".safetensors" or (path / "weights.safetensors").is_file():
-        return "mlp3d"
+        from hyperdiffusion.fields.mlp import load_weight_set
+
+        return "mlp4d" if load_weight_set(path).mlp.in_dim == 4 else "mlp3d"
     if (path / "manifest.json").is_file():
         raise InputError(f"{path}: a prepared dataset; say which representation to train on it with "
                          f"--representation ({', '.join(n for n in sorted(REPRESENTATIONS) if n != 'mlp3d')}), "
