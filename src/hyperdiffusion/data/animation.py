@@ -266,8 +266,8 @@ def prepare_sequence(name: str, source: str, root: str | os.PathLike, config, an
     arrays), meta.json last.
     """
     from hyperdiffusion.data.occupancy import inside
-    from hyperdiffusion.data.prepare import SkipShape, _short, check_mesh, labelling_settings, sample_points, \
-        shape_rng
+    from hyperdiffusion.data.prepare import SkipShape, _short, check_mesh, labelling_settings, limit_faces, \
+        sample_points, shape_rng
 
     start = time.perf_counter()
     folder = Path(root) / "shapes" / name
@@ -287,6 +287,8 @@ def prepare_sequence(name: str, source: str, root: str | os.PathLike, config, an
         for k, (v, m) in enumerate(zip(verts, meshes)):
             try:
                 mesh, frame_notes = check_mesh(trimesh.Trimesh(v, np.asarray(m.faces), process=False))
+                mesh, more = limit_faces(mesh, config.max_faces)
+                frame_notes += more
             except SkipShape as e:
                 raise SkipShape(f"{e} (frame {k}, source frame {idx[k]})") from None
             notes += [f"frame {k}: {n}" for n in frame_notes]
@@ -359,6 +361,9 @@ def prepare_animations(src: str | os.PathLike, out: str | os.PathLike, config, a
 
     start = time.perf_counter()
     config = config.resolved()
+    if config.normalise != "mean":
+        raise InputError(f"--normalise {config.normalise}: 4D sequences are centred on each frame's vertex mean "
+                         "(or one common mean with --keep-global-motion); bbox centring is not offered")
     if config.split_file is not None:
         P.read_split_file(config.split_file)
     sources, layout = find_sequences(src, count=count, seed=config.seed, exclude=out)
