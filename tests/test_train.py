@@ -205,16 +205,18 @@ def test_cli_options_come_from_the_config(tmp_path, capsys):
 
     from hyperdiffusion.diffusion.train import TRAIN_PRESETS, config_from_args, register
 
+    w = str(tmp_path / "w.safetensors")
+    save_weight_set(w, default_init(MLP, 2, torch.Generator().manual_seed(0)), ["a", "b"], MLP)
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     help_text = parser._subparsers._group_actions[0].choices["train"].format_help()
     for f in fields(TrainConfig):
         assert "--" + f.name.replace("_", "-") in help_text, f.name
-    args = parser.parse_args(["train", "w.safetensors", "out", "--device", "cpu"])
+    args = parser.parse_args(["train", w, "out", "--device", "cpu"])
     cfg, note = config_from_args(args)
     assert cfg == replace(TRAIN_PRESETS["cpu"], device="cpu") and "default on a CPU" in note
     assert cfg.standardize is True
-    args = parser.parse_args(["train", "w.safetensors", "out", "--preset", "cpu", "--no-standardize",
+    args = parser.parse_args(["train", w, "out", "--preset", "cpu", "--no-standardize",
                               "--val-level", "0.8", "--schedule", "cosine"])
     cfg, _ = config_from_args(args)
     assert cfg.standardize is False and cfg.val_level == 0.8 and cfg.diffusion_config().schedule == "cosine"
