@@ -186,6 +186,9 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "voxel": TrainConfig(representation="voxel", preset="paper"),
     # A 3D UNet step costs ~20x a CPU transformer step here: a smaller batch (benchmarks/RESULTS.md).
     "voxel-cpu": TrainConfig(representation="voxel", preset="cpu", **{**_CPU, "batch_size": 8}),
+    # The 4D voxel baseline: the 16 frames as the UNet's channels, the 4D run's optimiser (REFERENCE.md "4D").
+    "voxel4d": TrainConfig(representation="voxel4d", preset="paper", lr=5e-5, lr_gamma=1.0),
+    "voxel4d-cpu": TrainConfig(representation="voxel4d", preset="cpu", **{**_CPU, "batch_size": 8}),
     # DPC (REFERENCE.md "PVD and DPC"; denoisers/dpc.py): its own diffusion (100 steps, eps, the
     # posterior variance its sampler uses), Adam 2e-3 held to 200k steps then linear to 1e-4 at 400k,
     # batch 128, gradient norm clipped to 10, no EMA. The authors train with no iteration limit; we
@@ -213,7 +216,8 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
 
 # The preset `train` uses when none is named: the paper's on a GPU, the small one on a CPU. Keyed by
 # representation, or by denoiser for one that is not its representation's default (--denoiser dpc).
-DEFAULT_PRESETS = {"mlp3d": ("plane", "cpu"), "mlp4d": ("4d", "4d-cpu"), "voxel": ("voxel", "voxel-cpu"), "dpc": ("dpc", "dpc-cpu"),
+DEFAULT_PRESETS = {"mlp3d": ("plane", "cpu"), "mlp4d": ("4d", "4d-cpu"), "voxel": ("voxel", "voxel-cpu"),
+                   "voxel4d": ("voxel4d", "voxel4d-cpu"), "dpc": ("dpc", "dpc-cpu"),
                    "points": ("pvd", "pvd-cpu")}
 
 # Fields that may change between a run and its resumption: they do not affect the steps taken.

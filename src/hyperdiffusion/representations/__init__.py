@@ -3,7 +3,8 @@
     base.py        the interface: a dataset -> training tensors [N, *sample_shape]; samples -> surfaces
     mlp3d.py       HyperDiffusion: an occupancy MLP's flat weight vector (from `fit`)
     mlp4d.py       HyperDiffusion in 4D: an MLP over (x, y, z, t) per animation of 16 frames
-    voxel.py       the paper's voxel baseline: 24^3 grids of -1 / +1 (voxel_grid.py does the geometry)
+    voxel.py       the paper's voxel baseline: 24^3 grids of -1 / +1 (voxel_grid.py does the geometry),
+                   and voxel4d, its 4D variant with the 16 frames of an animation as channels
     points.py      the point-cloud baselines (PVD, DPC): 2048-point clouds
     surfaces.py    in-memory meshes or clouds -> the meshes/, clouds/, mesh.json files `evaluate` reads
 
@@ -20,13 +21,14 @@ from hyperdiffusion.representations.base import DecodeOptions, Representation, T
 from hyperdiffusion.representations.mlp3d import MLPWeights
 from hyperdiffusion.representations.mlp4d import MLP4DWeights
 from hyperdiffusion.representations.points import PointClouds
-from hyperdiffusion.representations.voxel import VoxelGrids
+from hyperdiffusion.representations.voxel import VoxelGrids, VoxelSequences
 
 # name (recorded in every checkpoint) -> the representation.
 REPRESENTATIONS: dict[str, Representation] = {
     "mlp3d": MLPWeights(),
     "mlp4d": MLP4DWeights(),
     "voxel": VoxelGrids(),
+    "voxel4d": VoxelSequences(),
     "points": PointClouds(),
 }
 
