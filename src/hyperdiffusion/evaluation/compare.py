@@ -54,7 +54,7 @@ COMPARE_PRESETS: dict[str, ComparePreset] = {
     "paper": ComparePreset("paper", None, "plane", "voxel", None, None, 256, None, dpc_train="dpc",
                            pvd_train="pvd", pvd_sampler="ddpm"),
     # Minutes per method on a 2-core CPU: the demo's sizes.
-    "cpu": ComparePreset("cpu", None, "cpu", "voxel-cpu", 2000, 50, 96, 512, pvd_steps=1000, voxel_steps=1000),
+    "cpu": ComparePreset("cpu", None, "cpu", "voxel-cpu", 2000, 50, 96, 512, pvd_steps=500, voxel_steps=1000),
     # Seconds: for tests; every stage runs, nothing is meant to look good.
     "tiny": ComparePreset("cpu", 3, "cpu", "voxel-cpu", 10, 4, 32, 128, small_transformer=True, train_batch=4,
                           dpc_train="dpc-tiny", pvd_train="pvd-tiny"),
