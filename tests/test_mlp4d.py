@@ -17,19 +17,19 @@ def _single_thread(one_thread):  # tests/conftest.py
 
 @pytest.fixture(scope="module")
 def balls(tmp_path_factory):
-    """A 4D dataset: four balls stretching along x at different rates over 6 frames (3 train, 1 test)."""
+    """A 4D dataset: five balls stretching along x at different rates over 6 frames (3 train, 2 test)."""
     from hyperdiffusion.data.animation import write_anime
     from hyperdiffusion.data.prepare import PrepareConfig, prepare
 
     src = tmp_path_factory.mktemp("anim")
     ball = trimesh.creation.icosphere(2, radius=1.0)
-    for i in range(4):  # balls that stretch along x differently over 6 frames
+    for i in range(5):  # balls that stretch along x differently over 6 frames
         frames = np.stack([ball.vertices * [1 + (0.1 + 0.1 * i) * k, 1, 1] for k in range(6)])
         write_anime(src / f"s{i}.anime", frames, ball.faces)
     split = src / "split.json"
-    split.write_text(json.dumps({"train": ["s0", "s1", "s2"], "val": [], "test": ["s3"]}))
+    split.write_text(json.dumps({"train": ["s0", "s1", "s2"], "val": [], "test": ["s3", "s4"]}))
     data = tmp_path_factory.mktemp("data") / "balls"
-    prepare(src, data, PrepareConfig(n_surface=400, n_uniform=400, n_cloud=64, workers=1, split_file=str(split)),
+    prepare(src, data, PrepareConfig(n_surface=400, n_uniform=400, workers=1, split_file=str(split)),
             progress=False)
     return data
 
@@ -99,3 +99,16 @@ def test_voxel4d_round_trip_and_sampling(balls, tmp_path):
                  "--no-progress"]) == 0
     record = json.loads((tmp_path / "s" / "mesh.json").read_text())
     assert record["kind"] == "4d" and sorted(record["status"]) == ["sample_0000", "sample_0001"]
+
+
+@pytest.mark.slow
+def test_compare_4d_tiny(balls, tmp_path):
+    """`compare` on a 4D dataset: HyperDiffusion (4D MLPs) against the 4D voxel baseline, scored as sequences."""
+    out = tmp_path / "cmp"
+    assert main(["compare", str(balls), str(out), "--preset", "tiny", "--n", "2", "--quiet"]) == 0
+    records = json.loads((out / "comparison.json").read_text())
+    assert [r["representation"] for r in records] == ["mlp4d", "voxel4d"]
+    for r in records:
+        assert r["modes"]["kind"] == "4d" and r["modes"]["frames"] == 16 and r["sample_counts"]["generated"] == 2
+    assert (out / "comparison.gif").is_file() and (out / "comparison.png").is_file()
+    assert main(["compare", str(balls), str(tmp_path / "x"), "--methods", "hd,pvd", "--preset", "tiny"]) == 2

@@ -94,7 +94,7 @@ def _train_config(name: str, p: ComparePreset, cfg: CompareConfig):
         tc = replace(tc, max_steps=p.train_steps)
     if p.train_batch is not None:
         tc = replace(tc, batch_size=p.train_batch)
-    if p.small_transformer and tc.representation == "mlp3d":
+    if p.small_transformer and tc.representation in ("mlp3d", "mlp4d"):
         tc = replace(tc, n_embd=64, n_layer=2, n_head=4)
     return tc
 
@@ -167,12 +167,20 @@ METHODS: dict[str, tuple[str, Callable[..., Path]]] = {
 }
 
 
+# Methods that generate animations, and the 4D train preset that stands in for each 3D one on a
+# 4D dataset (paper Sec. 4.4: HyperDiffusion against the 4D voxel baseline).
+METHODS_4D = ("hd", "voxel")
+PRESETS_4D = {"plane": "4d", "chair": "4d", "car": "4d", "cpu": "4d-cpu", "voxel": "voxel4d",
+              "voxel-cpu": "voxel4d-cpu"}
+
+
 # ----------------------------------------------------------------------------- the stage
 
 
 def compare(dataset: str | Path, out: str | Path, cfg: CompareConfig = CompareConfig(), *,
             progress: bool = True) -> list[dict[str, Any]]:
     """Train, sample and evaluate each method of `cfg.methods` on `dataset`; returns the comparison records."""
+    from hyperdiffusion.data.animation import is_4d_dataset
     from hyperdiffusion.data.prepare import load_dataset
     from hyperdiffusion.evaluation.evaluate import EvalConfig, evaluate, format_table
 
@@ -184,6 +192,13 @@ def compare(dataset: str | Path, out: str | Path, cfg: CompareConfig = CompareCo
     p = COMPARE_PRESETS[cfg.preset]
     dataset = Path(dataset)
     ds = load_dataset(dataset)
+    if is_4d_dataset(dataset):  # animations: the 4D presets of the same methods, scored as sequences
+        not_4d = [m for m in cfg.methods if m not in METHODS_4D]
+        if not_4d:
+            raise InputError(f"{dataset}: a 4D dataset; {', '.join(not_4d)} generate 3D shapes only "
+                             f"(4D methods: {', '.join(METHODS_4D)})")
+        p = replace(p, hd_train=PRESETS_4D[p.hd_train], voxel_train=PRESETS_4D[p.voxel_train])
+        cfg = replace(cfg, hd_preset=PRESETS_4D.get(cfg.hd_preset, cfg.hd_preset) if cfg.hd_preset else None)
     n_test = len(ds.names("test"))
     if n_test < 2:
         raise InputError(f"{dataset}: the test split has {n_test} shapes; the protocol needs at least 2")
@@ -256,6 +271,8 @@ def _picture(out: Path, records: list[dict[str, Any]], per_method: int = 6) -> N
 
     from hyperdiffusion.pictures.render import render_grid, render_points
 
+    if any((out / r["method"] / "samples" / "sequences").is_dir() for r in records):
+        return _animation(out, records, per_method)
     tiles, titles = [], []
     for r in records:
         samples = out / r["method"] / "samples"
@@ -302,3 +319,23 @@ def _main(args: argparse.Namespace) -> int:
     records = compare(args.dataset, args.out, cfg, progress=not args.quiet)
     print(json.dumps([{k: r[k] for k in ("method", "mmd_cd", "cov_cd", "nna_cd")} for r in records]))
     return 0
+
+
+def _animation(out: Path, records: list[dict[str, Any]], per_method: int) -> None:
+    """4D: comparison.gif plays each method's first sequences side by side (one row per method), and
+    comparison.png is their middle frame."""
+    from hyperdiffusion.fields.mesh4d import animation_frames, load_sequence_meshes, save_animation
+    from PIL import Image
+
+    from hyperdiffusion.io import atomic_path
+
+    sequences, titles = [], []
+    for r in records:
+        folders = sorted(p for p in (out / r["method"] / "samples" / "sequences").glob("*") if p.is_dir())
+        for i in range(per_method):
+            sequences.append(load_sequence_meshes(folders[i]) if i < len(folders) else [None])
+            titles.append(f"{r['label']}: {folders[i].name}" if i < len(folders) else f"{r['label']}: -")
+    frames = animation_frames(sequences, ncols=per_method, titles=titles, size=160)
+    save_animation(frames, out / "comparison.gif")
+    with atomic_path(out / "comparison.png", suffix=".png") as tmp:
+        Image.fromarray(frames[len(frames) // 2]).save(tmp, format="PNG")
