@@ -70,6 +70,21 @@ def test_timestep_embedding_is_pvds():
     np.testing.assert_allclose(e[0].numpy(), [0, 0, 0, 0, 1, 1, 1, 1])
 
 
+def test_data_scale_is_applied_in_training_and_undone_in_sampling():
+    from hyperdiffusion.diffusion.gaussian import DiffusionConfig, GaussianDiffusion
+
+    model = _model(n_points=64).eval()
+    assert model.cfg.data_scale == 5.0 == PVCNN_PRESETS["paper"].data_scale
+    diffusion = GaussianDiffusion(DiffusionConfig(timesteps=10, prediction="eps", variance="fixed_small"))
+    x0, noise, t = torch.rand(2, 64, 3) - 0.5, torch.randn(2, 64, 3), torch.tensor([3, 7])
+    with torch.no_grad():
+        assert torch.equal(model.training_loss(diffusion, x0, t, noise),
+                           diffusion.training_loss(model, 5.0 * x0, t, noise))
+        a = model.sample(diffusion, (2, 64, 3), sampler="ddim", steps=3, generator=torch.Generator().manual_seed(0))
+        b = diffusion.sample(model, (2, 64, 3), sampler="ddim", steps=3, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(a * 5.0, b)
+
+
 # ----------------------------------------------------------------------------- the stages
 
 

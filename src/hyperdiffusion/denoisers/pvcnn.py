@@ -30,8 +30,9 @@ Voxel attention is therefore only in SA stage 2 (16^3), and attention logits are
 
 Our interface: `model(x_t [B, N, 3], t [B]) -> eps [B, N, 3]` (PVD transposes to [B, 3, N]).
 Voxelisation normalises each cloud to the unit cube, so the voxel branch does not depend on the
-data's scale; the point and SA branches do (PVD trains on clouds of unit global std; see
-docs/BASELINES.md for ours).
+data's scale; the point and SA branches do. PVD diffuses clouds of unit global std; ours are
+diffused as `data_scale` (5) times the dataset's normalised coordinates, which puts them near that
+scale: `training_loss` and `sample` apply and undo it (docs/BASELINES.md, "Data scale").
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ class PVCNNConfig:
     voxel_resolution_multiplier: float = 1.0  # scales the 32/16/8 grids (PVD's `voxel_resolution_multiplier`)
     center_multiplier: float = 1.0  # scales the 1024/256/64/16 SA centres (ours; 1 = PVD)
     num_neighbors: int = 32  # K of every ball query
+    # Clouds are diffused as data_scale * x. PVD diffuses ShapeNet clouds standardised to unit global
+    # std; ours come in the dataset's normalised coordinates (max |coordinate| 0.475, global std
+    # about 0.18 on built-in chairs), so 5 puts them near PVD's scale. 1 = diffuse the raw coordinates.
+    data_scale: float = 5.0
 
     def __post_init__(self) -> None:
         assert self.embed_dim >= 2, f"embed_dim must be >= 2, got {self.embed_dim}"
@@ -81,6 +86,7 @@ class PVCNNConfig:
         assert self.width_multiplier > 0 and self.voxel_resolution_multiplier > 0 and self.center_multiplier > 0, \
             "multipliers must be positive"
         assert self.num_neighbors >= 1, "num_neighbors must be >= 1"
+        assert self.data_scale > 0, f"data_scale must be positive, got {self.data_scale}"
         assert int(self.voxel_resolution_multiplier * 8) >= 1, "voxel_resolution_multiplier makes a grid empty"
 
     def to_dict(self) -> dict[str, Any]:
@@ -286,6 +292,14 @@ class PVCNN2(nn.Module):
         self.fp = nn.ModuleList(fps)
         head = int(r * 128)
         self.head = nn.Sequential(SharedMLP(in_channels, (head,)), nn.Dropout(cfg.dropout), nn.Conv1d(head, 3, 1))
+
+    def training_loss(self, diffusion, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """The diffusion's loss on clouds scaled by `data_scale` (PVD's unit-std convention; see PVCNNConfig)."""
+        return diffusion.training_loss(self, x0 * self.cfg.data_scale, t, noise)
+
+    def sample(self, diffusion, shape: tuple[int, ...], **kw) -> torch.Tensor:
+        """Clouds from `diffusion.sample(self, shape, **kw)`, scaled back to the data's coordinates."""
+        return diffusion.sample(self, shape, **kw) / self.cfg.data_scale
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         inputs = x.transpose(1, 2)  # [B, 3, N]
