@@ -1,7 +1,8 @@
 """The whole pipeline end to end with a tiny configuration: every artefact exists and is valid.
 
-Two runs: a built-in family with the user's sizes on top of --tiny, and a folder of the
-user's own meshes (--data). Each takes about a minute on 2 cores.
+Three runs: a built-in family with the user's sizes on top of --tiny, an animated family
+(the 4D pipeline), and a folder of the user's own meshes (--data). Each takes under a
+minute on 2 cores.
 """
 
 import json
@@ -58,6 +59,56 @@ def test_tiny_demo_end_to_end_with_the_users_sizes(tmp_path):
     assert "images/samples.png" in page and (out / "web" / "three.min.js").is_file()
 
 
+def test_tiny_4d_demo_end_to_end(tmp_path):
+    """An animated family runs the 4D pipeline: 4D MLPs, the mlp4d preset, sequences scored, GIF previews."""
+    from PIL import Image
+
+    out = tmp_path / "run"
+    assert main(["demo", str(out), "--tiny", "--family", "walker"]) == 0
+    tiny = DemoConfig.tiny(family="walker")
+    config = json.loads((out / "config.json").read_text())["demo"]
+    assert config["n_surface"] == tiny.n_surface < DemoConfig.tiny().n_surface  # 4D's own tiny sizes
+    manifest = json.loads((out / "data" / "manifest.json").read_text())
+    assert manifest["kind"] == "4d" and sorted(manifest["shapes"]) == [f"walker_{i:04d}" for i in range(tiny.count)]
+    fitted = load_weight_set(out / "mlps" / "weights.safetensors")
+    assert fitted.mlp.in_dim == 4 and fitted.names == manifest["splits"]["train"]
+    last = json.loads((out / "diffusion" / "checkpoints" / "last.json").read_text())
+    assert last["step"] == tiny.train_steps
+    run_cfg = json.loads((out / "diffusion" / "config.json").read_text())
+    assert run_cfg["train_config"]["representation"] == "mlp4d"
+    generated = load_weight_set(out / "samples" / "weights.safetensors")
+    assert generated.mlp == fitted.mlp and generated.weights.shape == (tiny.n_samples, fitted.weights.shape[1])
+
+    # Every sample is accounted for: 16 frame meshes and a [16, 2048, 3] cloud, or a status saying why not.
+    statuses = json.loads((out / "samples" / "mesh.json").read_text())["status"]
+    assert sorted(statuses) == generated.names
+    for name, st in statuses.items():
+        cloud = out / "samples" / "clouds" / f"{name}.npy"
+        assert cloud.is_file() == (st == "ok")
+        if st == "ok":
+            assert np.load(cloud, allow_pickle=False).shape == (16, 2048, 3)
+            assert len(list((out / "samples" / "sequences" / name).glob("frame_*.ply"))) == 16
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["modes"]["kind"] == "4d" and m["modes"]["normalisation"].startswith("none")
+    counts = m["sample_counts"]
+    assert counts["generated"] == tiny.n_samples
+    assert counts["with_cloud"] + counts["empty_or_full_frames"] + counts["non-finite"] == tiny.n_samples
+    assert counts["with_cloud"] == sum(st == "ok" for st in statuses.values())
+    assert counts["scored"] == len(manifest["splits"]["test"])
+    for key in ("mmd_cd", "mmd_emd"):
+        assert math.isfinite(m[key]) and m[key] >= 0
+    nearest = {r["sample"]: r["train_name"] for r in m["novelty"]["nearest"]}
+    assert len(nearest) == counts["with_cloud"] and set(nearest.values()) <= set(fitted.names)
+
+    # Animated previews (16 frames each), their middle frames, and a gallery that shows the GIFs.
+    for name in ("samples_vs_nearest", "train_vs_fitted"):
+        with Image.open(out / "images" / f"{name}.gif") as gif:
+            assert gif.format == "GIF" and gif.n_frames == 16
+        assert (out / "images" / f"{name}.png").stat().st_size > 1000
+    page = (out / "index.html").read_text()
+    assert '<img src="images/samples_vs_nearest.gif"' in page and '<img src="images/train_vs_fitted.gif"' in page
+
+
 def test_demo_on_a_folder_of_the_users_meshes(tmp_path):
     data = tmp_path / "my meshes"
     (data / "round").mkdir(parents=True)
@@ -94,6 +145,12 @@ def test_demo_options_are_checked_before_any_work(tmp_path, capsys):
     tiny = config_from_args(parser.parse_args(["demo", "--data", str(tmp_path), "--tiny", "--samples", "2"]))
     assert tiny.count == DemoConfig.tiny().count and tiny.n_samples == 2
     assert config_from_args(parser.parse_args(["demo", "--count", "12"])).count == 12
+    # An animated family gets the 4D sizes (the user's choices still win); 3D families keep theirs.
+    walker = config_from_args(parser.parse_args(["demo", "--family", "walker", "--train-steps", "9"]))
+    assert walker.is_4d and walker.n_surface == 4000 and walker.mesh_res == 64 and walker.train_steps == 9
+    assert not config_from_args(parser.parse_args(["demo"])).is_4d
+    assert config_from_args(parser.parse_args(["demo", "--family", "chair"])) == DemoConfig(family="chair")
+    assert config_from_args(parser.parse_args(["demo", "--tiny"])) == DemoConfig.tiny()
     for argv, message in ((["--samples", "0"], "n-samples"), (["--data", str(tmp_path / "nope")], "folder"),
                           (["--data", str(tmp_path)], "inside --data")):
         assert main(["demo", str(tmp_path / "run"), "--tiny", *argv]) == 2

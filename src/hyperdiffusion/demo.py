@@ -1,8 +1,11 @@
-"""`hyperdiffusion demo`: the whole 3D pipeline on a built-in family or your meshes, sized for a laptop CPU.
+"""`hyperdiffusion demo`: the whole pipeline on a built-in family or your meshes, sized for a laptop CPU.
 
 prepare -> fit -> train -> sample -> mesh -> evaluate, then pictures and a gallery page.
 `--data DIR` runs it on a folder of your own meshes (anything `prepare` reads: obj,
 off, ply, stl, glb, searched recursively) instead of a built-in family.
+An animated family (`--family walker` or `figure`) runs the 4D pipeline (paper Sec. 4.4,
+docs/4D.md): one MLP over (x, y, z, t) per 16-frame animation, the `4d-cpu` training
+preset, sequences scored frame by frame, and animated GIF previews.
 Every step is the same stage function the CLI runs, writing into one run folder, so
 a demo that was interrupted resumes where it stopped when run again, and any stage
 can be rerun alone on the demo's files.
@@ -22,6 +25,7 @@ from typing import Any
 
 import torch
 
+from hyperdiffusion.data.animated_shapes import FAMILIES as ANIMATED_FAMILIES
 from hyperdiffusion.io import InputError, ensure_writable_dir, read_json, write_json
 
 
@@ -50,14 +54,37 @@ class DemoConfig:
 
         `given` (what the user chose) overrides the tiny sizes.
         """
-        sizes = dict(count=10, n_surface=2000, n_uniform=2000, fit_max_epochs=10, fit_batch_shapes=8,
-                     train_steps=30, n_samples=4, ddim_steps=5, mesh_res=32, emd_points=128)
+        return cls.for_run(tiny=True, **given)
+
+    @classmethod
+    def for_run(cls, tiny: bool = False, **given: Any) -> "DemoConfig":
+        """The demo's sizes for what the user gave: 3D or 4D (an animated family), tiny or not."""
+        sizes = dict(TINY_3D) if tiny else {}
+        if given.get("data") is None and given.get("family") in ANIMATED_FAMILIES:
+            sizes.update(TINY_4D if tiny else SIZES_4D)
         return cls(**{**sizes, **given})
+
+    @property
+    def is_4d(self) -> bool:
+        """An animated built-in family: the 4D pipeline (docs/4D.md)."""
+        return self.data is None and self.family in ANIMATED_FAMILIES
 
     @property
     def source(self) -> str:
         """What `prepare` reads: the user's folder or the built-in family."""
         return self.data if self.data is not None else f"builtin:{self.family}"
+
+
+TINY_3D = dict(count=10, n_surface=2000, n_uniform=2000, fit_max_epochs=10, fit_batch_shapes=8,
+               train_steps=30, n_samples=4, ddim_steps=5, mesh_res=32, emd_points=128)
+# 4D: every sequence is 16 frames, so per-frame samples, meshing and scoring cost 16x a 3D shape's.
+# The paper's 100k + 100k samples per frame would take minutes per sequence here; 4000 + 4000 per
+# frame (64k per sequence) and marching cubes at 64^3 keep the run near 10 minutes on 2 cores
+# (benchmarks/RESULTS.md "4D demo").
+SIZES_4D = dict(count=24, n_surface=4000, n_uniform=4000, fit_batch_shapes=24, train_steps=1500, n_samples=8,
+                ddim_steps=50, mesh_res=64, emd_points=256)
+TINY_4D = dict(count=8, n_surface=1000, n_uniform=1000, fit_max_epochs=4, fit_batch_shapes=8, train_steps=10,
+               n_samples=4, ddim_steps=5, mesh_res=24, emd_points=64)
 
 
 def _stage(name: str, log: list[dict[str, Any]]):
@@ -88,22 +115,27 @@ def run_demo(out: str | Path = "demo-run", cfg: DemoConfig = DemoConfig(), *, pr
     timings: list[dict[str, Any]] = []
     torch.manual_seed(cfg.seed)
 
-    done = _stage(f"prepare {cfg.source}" + (f" x {cfg.count}" if cfg.count else ""), timings)
+    four = cfg.is_4d
+    unit = "sequences" if four else "shapes"
+    done = _stage(f"prepare {cfg.source}" + (f" x {cfg.count}" if cfg.count else "")
+                  + (" (16-frame animations)" if four else ""), timings)
     prep_cfg = PrepareConfig(n_surface=cfg.n_surface, n_uniform=cfg.n_uniform, seed=cfg.seed)
+    # 4D (builtin:walker, builtin:figure): prepare takes the official 4D route itself (AnimationConfig defaults).
     result = prepare(cfg.source, out / "data", prep_cfg, count=cfg.count, progress=progress)
     splits = result.manifest["splits"]
     if not splits["train"] or not splits["test"]:
         skipped = f", {len(result.skipped)} skipped (reasons in {out / 'data' / 'manifest.json'})" \
             if result.skipped else ""
-        raise InputError(f"{cfg.source}: {result.n_ok} shapes prepared{skipped}; the demo needs at least 4 "
-                         "(its 80/5/15 split must give both a train and a test shape)")
+        raise InputError(f"{cfg.source}: {result.n_ok} {unit} prepared{skipped}; the demo needs at least 4 "
+                         f"(its 80/5/15 split must give both a train and a test {unit[:-1]})")
     if len(splits["test"]) > cfg.n_samples:  # the protocol scores at least as many samples as references
         print(f"{len(splits['test'])} test shapes: sampling {len(splits['test'])} instead of {cfg.n_samples}")
         cfg = replace(cfg, n_samples=len(splits["test"]))
         write_json(out / "config.json", {"demo": asdict(cfg)})
     done(prepared=result.n_ok)
 
-    done = _stage("fit one MLP per train shape", timings)
+    done = _stage("fit one MLP over (x, y, z, t) per train sequence" if four else "fit one MLP per train shape",
+                  timings)
     fit_cfg = replace(FIT_PRESETS[cfg.fit_preset], seed=cfg.seed)
     if cfg.fit_max_epochs is not None:
         fit_cfg = replace(fit_cfg, max_epochs=cfg.fit_max_epochs)
@@ -113,11 +145,17 @@ def run_demo(out: str | Path = "demo-run", cfg: DemoConfig = DemoConfig(), *, pr
 
     done = _stage("mesh the fitted MLPs (for the previews)", timings)
     mesh_cfg = MeshConfig(res=cfg.mesh_res, seed=cfg.seed)
-    mesh_weights(weights, out / "mlps", mesh_cfg, device=cfg.device, progress=progress)
+    if four:  # 16 meshes per MLP; the demo draws its own side-by-side previews, so none per sequence here
+        from hyperdiffusion.fields.mesh4d import mesh_weights_4d
+
+        mesh_weights_4d(weights, out / "mlps", mesh_cfg, device=cfg.device, progress=progress, previews=False)
+    else:
+        mesh_weights(weights, out / "mlps", mesh_cfg, device=cfg.device, progress=progress)
     done()
 
     done = _stage(f"train the weight-space diffusion model ({cfg.train_steps} steps)", timings)
-    train_cfg = replace(TRAIN_PRESETS["cpu"], max_steps=cfg.train_steps, seed=cfg.seed, device=cfg.device)
+    # 4D weight sets need the mlp4d representation: its CPU preset, not the 3D "cpu" one.
+    train_cfg = replace(TRAIN_PRESETS["4d-cpu" if four else "cpu"], max_steps=cfg.train_steps, seed=cfg.seed, device=cfg.device)
     train(weights, out / "diffusion", train_cfg, progress=progress)
     done()
 
@@ -127,17 +165,20 @@ def run_demo(out: str | Path = "demo-run", cfg: DemoConfig = DemoConfig(), *, pr
     sample(out / "diffusion" / "checkpoints" / "last.safetensors", out / "samples", sample_cfg, progress=progress)
     done()
 
-    done = _stage("evaluate: MMD, COV, 1-NNA (CD, EMD), FPD, novelty", timings)
+    done = _stage("evaluate: MMD, COV, 1-NNA (CD, EMD), " + ("novelty; sequences, frame by frame" if four
+                                                             else "FPD, novelty"), timings)
+    # 4D: the official protocol normalises nothing (docs/4D.md); the prepared sequences are already
+    # centred per frame and scaled per sequence, and the samples live in the same frame.
     eval_cfg = EvalConfig(emd=cfg.emd, emd_points=cfg.emd_points, split="test", train=str(out / "data"),
-                          seed=cfg.seed, device=cfg.device)
+                          seed=cfg.seed, device=cfg.device, **({"norm": "none"} if four else {}))
     metrics = evaluate(out / "samples", out / "data", eval_cfg, progress=progress)
     metrics["modes"]["config"] = asdict(eval_cfg)
     write_json(out / "metrics.json", metrics)
     print(format_table(metrics))
     done()
 
-    done = _stage("pictures and gallery", timings)
-    _pictures(out, metrics)
+    done = _stage("pictures and gallery" + (" (animated previews)" if four else ""), timings)
+    (_pictures_4d if four else _pictures)(out, metrics)
     done()
 
     write_json(out / "timings.json", timings)
@@ -200,6 +241,63 @@ def _pictures(out: Path, metrics: dict[str, Any]) -> None:
     ], gallery_meshes, _metrics_table_html(metrics))
 
 
+def _pictures_4d(out: Path, metrics: dict[str, Any]) -> None:
+    """Animated GIFs: (a) samples beside their nearest training sequence, (b) training sequences beside
+    their fitted MLPs; each with a PNG of its middle frame. The gallery shows the GIFs as images."""
+    from PIL import Image
+
+    from hyperdiffusion.data.animation import load_sequence_meshes as prepared_frames
+    from hyperdiffusion.data.prepare import load_dataset
+    from hyperdiffusion.fields.mesh4d import animation_frames, load_sequence_meshes, save_animation
+    from hyperdiffusion.io import atomic_path, safe_name
+    from hyperdiffusion.pictures.gallery import write_gallery
+
+    images = out / "images"
+    images.mkdir(exist_ok=True)
+
+    def gif(sequences, titles, name: str) -> None:
+        frames = animation_frames(sequences, ncols=4, titles=titles, size=160)
+        save_animation(frames, images / f"{name}.gif")
+        with atomic_path(images / f"{name}.png", suffix=".png") as tmp:
+            Image.fromarray(frames[len(frames) // 2]).save(tmp, format="PNG")
+
+    def fitted(folder: Path, name: str):
+        path = folder / "sequences" / safe_name(name)
+        return load_sequence_meshes(path) if path.is_dir() else [None]
+
+    train_names = load_dataset(out / "data").names("train")[:4]
+    train_seqs = {n: prepared_frames(out / "data", n) for n in train_names}
+    seqs, titles = [], []
+    for n in train_names:
+        seqs += [train_seqs[n], fitted(out / "mlps", n)]
+        titles += [n, f"MLP of {n}"]
+    gif(seqs, titles, "train_vs_fitted")
+
+    # evaluate's novelty: the nearest training sequence (frame-aligned Chamfer) of every sample with a cloud.
+    nearest = {row["sample"]: row["train_name"] for row in (metrics.get("novelty") or {}).get("nearest", [])}
+    statuses = read_json(out / "samples" / "mesh.json")["status"]
+    seqs, titles, gallery_meshes = [], [], {}
+    for name in sorted(statuses):
+        gen = fitted(out / "samples", name)
+        seqs.append(gen)
+        titles.append(name if statuses[name] == "ok" else f"{name} ({statuses[name]})")
+        near = nearest.get(name)
+        if near and near not in train_seqs:
+            train_seqs[near] = prepared_frames(out / "data", near)
+        seqs.append(train_seqs[near] if near else [None])
+        titles.append(f"nearest train: {near}" if near else "nearest train: ?")
+        if gen[0] is not None:
+            gallery_meshes[f"generated {name}, frame 0"] = gen[0]
+    gif(seqs, titles, "samples_vs_nearest")
+    for n in train_names:
+        gallery_meshes[f"train {n}, frame 0"] = train_seqs[n][0]
+    write_gallery(out, "HyperDiffusion demo (4D: animations)", [
+        ("Generated animations (each a new 4D MLP sampled by the diffusion model), each beside its nearest "
+         "training sequence (Chamfer, frame by frame)", "images/samples_vs_nearest.gif"),
+        ("Training sequences beside their fitted 4D MLPs, meshed frame by frame", "images/train_vs_fitted.gif"),
+    ], gallery_meshes, _metrics_table_html(metrics))
+
+
 def _load_or_none(path: Path):
     import trimesh
 
@@ -244,7 +342,9 @@ def register(subparsers) -> None:
     p.add_argument("out", nargs="?", default="demo-run", help="run folder (default: demo-run)")
     p.add_argument("--data", metavar="DIR", default=None,
                    help="a folder of your meshes (obj/off/ply/stl/glb, recursive) instead of a built-in family")
-    p.add_argument("--family", default=None, help=f"built-in family: chair, table, airplane (default: {d.family})")
+    p.add_argument("--family", default=None,
+                   help=f"built-in family: chair, table, airplane, or an animated one (the 4D pipeline): "
+                        f"{', '.join(ANIMATED_FAMILIES)} (default: {d.family})")
     p.add_argument("--count", type=int, default=None,
                    help=f"shapes to prepare (default: {d.count} built-in, all of --data; --tiny: {t.count})")
     p.add_argument("--train-steps", type=int, default=None, help=f"default: {d.train_steps} (--tiny: {t.train_steps})")
@@ -267,7 +367,7 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
     if args.data is not None and args.count is None and not args.tiny:
         given["count"] = None  # all of the user's meshes
     given.update(seed=args.seed, device=args.device)
-    return DemoConfig.tiny(**given) if args.tiny else DemoConfig(**given)
+    return DemoConfig.for_run(tiny=args.tiny, **given)
 
 
 def _main(args: argparse.Namespace) -> int:
