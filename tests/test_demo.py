@@ -72,6 +72,9 @@ def test_tiny_4d_demo_end_to_end(tmp_path):
     assert manifest["kind"] == "4d" and sorted(manifest["shapes"]) == [f"walker_{i:04d}" for i in range(tiny.count)]
     fitted = load_weight_set(out / "mlps" / "weights.safetensors")
     assert fitted.mlp.in_dim == 4 and fitted.names == manifest["splits"]["train"]
+    # Only the fitted MLPs the preview shows are meshed, 16 frames each.
+    shown = sorted(p.name for p in (out / "mlps" / "sequences").iterdir())
+    assert shown == fitted.names[:4] and len(list((out / "mlps" / "sequences" / shown[0]).glob("*.ply"))) == 16
     last = json.loads((out / "diffusion" / "checkpoints" / "last.json").read_text())
     assert last["step"] == tiny.train_steps
     run_cfg = json.loads((out / "diffusion" / "config.json").read_text())

@@ -83,6 +83,7 @@ TINY_3D = dict(count=10, n_surface=2000, n_uniform=2000, fit_max_epochs=10, fit_
 # (benchmarks/RESULTS.md "4D demo").
 SIZES_4D = dict(count=24, n_surface=4000, n_uniform=4000, fit_batch_shapes=24, train_steps=1500, n_samples=8,
                 ddim_steps=50, mesh_res=64, emd_points=256)
+N_SHOWN_4D = 4  # training sequences shown beside their fitted MLPs (and meshed for that)
 TINY_4D = dict(count=8, n_surface=1000, n_uniform=1000, fit_max_epochs=4, fit_batch_shapes=8, train_steps=10,
                n_samples=4, ddim_steps=5, mesh_res=24, emd_points=64)
 
@@ -145,10 +146,17 @@ def run_demo(out: str | Path = "demo-run", cfg: DemoConfig = DemoConfig(), *, pr
 
     done = _stage("mesh the fitted MLPs (for the previews)", timings)
     mesh_cfg = MeshConfig(res=cfg.mesh_res, seed=cfg.seed)
-    if four:  # 16 meshes per MLP; the demo draws its own side-by-side previews, so none per sequence here
+    if four:
+        # 16 meshes per MLP (~5-9 s a sequence at 64^3 on one core): only the ones the previews show,
+        # and no per-sequence GIFs (the demo draws its own side by side). `hyperdiffusion mesh` on
+        # mlps/weights.safetensors meshes them all.
         from hyperdiffusion.fields.mesh4d import mesh_weights_4d
+        from hyperdiffusion.fields.mlp import load_weight_set, save_weight_set
 
-        mesh_weights_4d(weights, out / "mlps", mesh_cfg, device=cfg.device, progress=progress, previews=False)
+        ws = load_weight_set(weights)
+        shown = out / "mlps" / "shown.safetensors"
+        save_weight_set(shown, ws.weights[:N_SHOWN_4D], ws.names[:N_SHOWN_4D], ws.mlp)
+        mesh_weights_4d(shown, out / "mlps", mesh_cfg, device=cfg.device, progress=progress, previews=False)
     else:
         mesh_weights(weights, out / "mlps", mesh_cfg, device=cfg.device, progress=progress)
     done()
@@ -265,7 +273,7 @@ def _pictures_4d(out: Path, metrics: dict[str, Any]) -> None:
         path = folder / "sequences" / safe_name(name)
         return load_sequence_meshes(path) if path.is_dir() else [None]
 
-    train_names = load_dataset(out / "data").names("train")[:4]
+    train_names = load_dataset(out / "data").names("train")[:N_SHOWN_4D]
     train_seqs = {n: prepared_frames(out / "data", n) for n in train_names}
     seqs, titles = [], []
     for n in train_names:
