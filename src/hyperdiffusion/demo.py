@@ -354,7 +354,8 @@ def register(subparsers) -> None:
                    help=f"built-in family: chair, table, airplane, or an animated one (the 4D pipeline): "
                         f"{', '.join(ANIMATED_FAMILIES)} (default: {d.family})")
     p.add_argument("--count", type=int, default=None,
-                   help=f"shapes to prepare (default: {d.count} built-in, all of --data; --tiny: {t.count})")
+                   help=f"shapes to prepare (default: {d.count} built-in, {SIZES_4D['count']} animated, all of "
+                        f"--data; --tiny: {t.count}, animated {TINY_4D['count']})")
     p.add_argument("--train-steps", type=int, default=None, help=f"default: {d.train_steps} (--tiny: {t.train_steps})")
     p.add_argument("--samples", type=int, default=None,
                    help=f"MLPs to sample (default: {d.n_samples}, --tiny: {t.n_samples}; raised to the test "
