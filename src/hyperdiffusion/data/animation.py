@@ -339,14 +339,9 @@ def _frames_arrays(meshes: list[trimesh.Trimesh]) -> dict[str, np.ndarray]:
 
 
 def _remove_partial(folder: Path) -> None:
-    if (folder / "meta.json").exists():
-        return
-    for f in ("samples.npz", "cloud.npy", "frames.npz"):
-        (folder / f).unlink(missing_ok=True)
-    try:
-        folder.rmdir()
-    except OSError:
-        pass
+    from hyperdiffusion.data.prepare import _remove_partial as remove
+
+    remove(folder, files=("samples.npz", "cloud.npy", "frames.npz"))
 
 
 # ---------------------------------------------------------------------------------------------- the 4D stage

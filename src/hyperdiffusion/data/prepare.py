@@ -374,11 +374,11 @@ def prepare_shape(name: str, source: str, root: str | os.PathLike, config: Prepa
     return entry
 
 
-def _remove_partial(folder: Path) -> None:
+def _remove_partial(folder: Path, files: tuple[str, ...] = ("mesh.ply", "samples.npz", "cloud.npy")) -> None:
     """Remove what an unfinished attempt may have left (never a finished shape's files)."""
     if (folder / "meta.json").exists():
         return
-    for f in ("mesh.ply", "samples.npz", "cloud.npy"):
+    for f in files:
         (folder / f).unlink(missing_ok=True)
     try:
         folder.rmdir()

@@ -124,7 +124,7 @@ def mesh_samples(samples_path: Path, out_dir: Path, cfg: SampleConfig, progress:
     meta_path = samples_path.with_suffix(".json")
     name = "mlp3d"
     if samples_path.name != "weights.safetensors":
-        from hyperdiffusion.representations.voxel import read_samples
+        from hyperdiffusion.representations.base import read_samples
 
         name = read_samples(samples_path)[1]["representation"]
     elif meta_path.is_file():

@@ -56,10 +56,18 @@ class Representation(ABC):
     def load(self, source: str | Path, *, progress: bool = True) -> TrainingSet:
         """The training tensors of `source` (a prepared dataset's train split, or a weight set)."""
 
-    @abstractmethod
     def save_samples(self, out: Path, x: torch.Tensor, names: list[str], info: dict[str, Any],
                      extra: dict[str, Any]) -> Path:
-        """Write raw samples [n, *sample_shape] as one self-describing file in `out`; return its path."""
+        """Write raw samples [n, *sample_shape] as one self-describing file in `out`; return its path.
+
+        The default: OUT/samples.safetensors, tensor "samples" and metadata "samples" =
+        {representation, info, names, **extra} (docs/FORMATS.md); `read_samples` reads it back."""
+        from hyperdiffusion.io import save_safetensors
+
+        path = out / "samples.safetensors"
+        meta = {"representation": self.name, "info": info, "names": names, **extra}
+        save_safetensors(path, {"samples": x.float().cpu().contiguous()}, {"samples": meta})
+        return path
 
     @abstractmethod
     def decode(self, samples: Path, out: Path, options: DecodeOptions, *, progress: bool = True) -> dict[str, str]:
@@ -69,3 +77,16 @@ class Representation(ABC):
     @abstractmethod
     def to_clouds(self, x: torch.Tensor, info: dict[str, Any], options: DecodeOptions) -> list[np.ndarray | None]:
         """In memory, for validation during training: one [n_points, 3] cloud per sample (None: no surface)."""
+
+
+def read_samples(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
+    """(samples [n, *shape], metadata) of a samples.safetensors written by `Representation.save_samples`."""
+    from hyperdiffusion.io import InputError, load_safetensors
+
+    tensors, meta = load_safetensors(path)
+    if "samples" not in tensors or not isinstance(meta.get("samples"), dict):
+        raise InputError(f"{path}: not a samples file (needs a 'samples' tensor and 'samples' metadata)")
+    m = meta["samples"]
+    if len(m.get("names", [])) != len(tensors["samples"]):
+        raise InputError(f"{path}: {len(m.get('names', []))} names for {len(tensors['samples'])} samples")
+    return tensors["samples"], m

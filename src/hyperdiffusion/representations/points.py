@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hyperdiffusion.io import InputError, save_safetensors
-from hyperdiffusion.representations.base import DecodeOptions, Representation, TrainingSet
+from hyperdiffusion.io import InputError
+from hyperdiffusion.representations.base import DecodeOptions, Representation, TrainingSet, read_samples
 from hyperdiffusion.representations.surfaces import NON_FINITE, write_surfaces
 
 N_POINTS = 2048  # paper Sec. 5 and both baselines
@@ -45,16 +45,7 @@ class PointClouds(Representation):
         info = {"n_points": self.n_points, "dataset": str(ds.root)}
         return TrainingSet(torch.from_numpy(np.stack(clouds)).float(), names, info, None, str(ds.root))
 
-    def save_samples(self, out: Path, x: torch.Tensor, names: list[str], info: dict[str, Any],
-                     extra: dict[str, Any]) -> Path:
-        path = out / "samples.safetensors"
-        meta = {"representation": self.name, "info": info, "names": names, **extra}
-        save_safetensors(path, {"samples": x.float().cpu().contiguous()}, {"samples": meta})
-        return path
-
     def decode(self, samples: Path, out: Path, options: DecodeOptions, *, progress: bool = True) -> dict[str, str]:
-        from hyperdiffusion.representations.voxel import read_samples
-
         started = time.perf_counter()
         x, meta = read_samples(samples)
         return write_surfaces(out, meta["names"], self._items(x), options, source=str(samples), progress=progress,

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from hyperdiffusion.io import InputError, load_npy, load_safetensors, safe_name, save_npy, save_safetensors
+from hyperdiffusion.io import InputError, load_npy, safe_name, save_npy
 from hyperdiffusion.progress import progress as progress_bar
-from hyperdiffusion.representations.base import DecodeOptions, Representation, TrainingSet
+from hyperdiffusion.representations.base import DecodeOptions, Representation, TrainingSet, read_samples
 from hyperdiffusion.representations.surfaces import write_surfaces
 
 RES = 24  # the official vox_resolution
@@ -82,13 +82,6 @@ class VoxelGrids(Representation):
         mesh = trimesh.load(mesh_path(root, name), force="mesh", process=False)
         return voxelize(mesh, self.res, self.extent, method=self.method).astype(np.float32)
 
-    def save_samples(self, out: Path, x: torch.Tensor, names: list[str], info: dict[str, Any],
-                     extra: dict[str, Any]) -> Path:
-        path = out / "samples.safetensors"
-        meta = {"representation": self.name, "info": info, "names": names, **extra}
-        save_safetensors(path, {"samples": x.float().cpu().contiguous()}, {"samples": meta})
-        return path
-
     def decode(self, samples: Path, out: Path, options: DecodeOptions, *, progress: bool = True) -> dict[str, str]:
         started = time.perf_counter()
         x, meta = read_samples(samples)
@@ -118,18 +111,6 @@ class VoxelGrids(Representation):
 
 def _has_faces(mesh) -> bool:
     return mesh is not None and not isinstance(mesh, str) and len(mesh.faces) > 0
-
-
-def read_samples(path: str | Path) -> tuple[torch.Tensor, dict[str, Any]]:
-    """(samples [n, *shape], metadata) of a samples.safetensors written by a representation."""
-    tensors, meta = load_safetensors(path)
-    if "samples" not in tensors or not isinstance(meta.get("samples"), dict):
-        raise InputError(f"{path}: not a samples file (needs a 'samples' tensor and 'samples' metadata)")
-    m = meta["samples"]
-    if len(m.get("names", [])) != len(tensors["samples"]):
-        raise InputError(f"{path}: {len(m.get('names', []))} names for {len(tensors['samples'])} samples")
-    return tensors["samples"], m
-
 
 
 class VoxelSequences(VoxelGrids):
