@@ -120,8 +120,12 @@ def save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str,
         save_file(tensors, str(tmp), metadata=meta)
 
 
-def load_safetensors(path: str | os.PathLike, device: str = "cpu") -> tuple[dict, dict[str, Any]]:
-    """Return (tensors, metadata) with JSON metadata values decoded."""
+def load_safetensors(path: str | os.PathLike, device: str = "cpu", prefixes: tuple[str, ...] | None = None
+                     ) -> tuple[dict, dict[str, Any]]:
+    """Return (tensors, metadata) with JSON metadata values decoded.
+
+    `prefixes` reads only the tensors whose names start with one of them; `()` reads the metadata alone.
+    """
     from safetensors import safe_open
 
     path = Path(path)
@@ -130,7 +134,7 @@ def load_safetensors(path: str | os.PathLike, device: str = "cpu") -> tuple[dict
     try:
         with safe_open(str(path), framework="pt", device=device) as f:
             raw = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys() if prefixes is None or k.startswith(prefixes)}
     except Exception as e:
         raise InputError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
     meta: dict[str, Any] = {}

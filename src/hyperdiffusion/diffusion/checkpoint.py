@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -73,19 +72,7 @@ def read_checkpoint(path: str | Path, prefixes: tuple[str, ...] | None = None
                     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(tensors, metadata) of a checkpoint; `prefixes` loads only tensors whose names start so."""
     path = checkpoint_path(path)
-    if prefixes is None:
-        tensors, raw = load_safetensors(path)
-    else:
-        from safetensors import safe_open
-
-        if not path.is_file():
-            raise InputError(f"{path}: file not found")
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                raw = {k: json.loads(v) for k, v in (f.metadata() or {}).items() if k == "checkpoint"}
-                tensors = {k: f.get_tensor(k) for k in f.keys() if k.startswith(prefixes)}
-        except Exception as e:
-            raise InputError(f"{path}: not a readable safetensors file ({type(e).__name__}: {e})") from None
+    tensors, raw = load_safetensors(path, prefixes=prefixes)
     meta = raw.get("checkpoint")
     if not isinstance(meta, dict) or meta.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not a hyperdiffusion diffusion checkpoint (no 'checkpoint' metadata)")

@@ -119,16 +119,8 @@ def decode_options(cfg: SampleConfig) -> DecodeOptions:
 
 def mesh_samples(samples_path: Path, out_dir: Path, cfg: SampleConfig, progress: bool = True) -> dict[str, str]:
     """Samples -> OUT/meshes, OUT/clouds, OUT/mesh.json through their representation (recorded in the file)."""
-    from hyperdiffusion.io import read_json
-
-    meta_path = samples_path.with_suffix(".json")
-    name = "mlp3d"
-    if samples_path.name != "weights.safetensors":
-        from hyperdiffusion.representations.base import read_samples
-
-        name = read_samples(samples_path)[1]["representation"]
-    elif meta_path.is_file():
-        name = read_json(meta_path).get("representation", "mlp3d")
+    _, meta = load_safetensors(samples_path, prefixes=())  # the metadata alone: which representation wrote it
+    name = (meta.get("samples") or meta.get("extra") or {}).get("representation", "mlp3d")
     return get_representation(name).decode(samples_path, Path(out_dir), decode_options(cfg), progress=progress)
 
 

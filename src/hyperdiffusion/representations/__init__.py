@@ -43,9 +43,11 @@ def detect_representation(source: str | Path) -> str:
     """The representation a training source implies: weight sets are MLPs; a prepared dataset is ambiguous."""
     path = Path(source)
     if path.suffix == ".safetensors" or (path / "weights.safetensors").is_file():
-        from hyperdiffusion.fields.mlp import load_weight_set
+        from hyperdiffusion.io import load_safetensors
 
-        return "mlp4d" if load_weight_set(path).mlp.in_dim == 4 else "mlp3d"
+        _, meta = load_safetensors(path if path.suffix == ".safetensors" else path / "weights.safetensors",
+                                   prefixes=())  # the MLP config alone; `load` reads the weights once
+        return "mlp4d" if (meta.get("mlp") or {}).get("in_dim") == 4 else "mlp3d"
     if (path / "manifest.json").is_file():
         raise InputError(f"{path}: a prepared dataset; say which representation to train on it with "
                          f"--representation ({', '.join(n for n in sorted(REPRESENTATIONS) if n != 'mlp3d')}), "
