@@ -10,7 +10,6 @@ import torch
 import trimesh
 
 from hyperdiffusion.cli import main
-from hyperdiffusion.data.prepare import PrepareConfig, prepare
 from hyperdiffusion.denoisers import build_denoiser, count_parameters, get_denoiser
 from hyperdiffusion.denoisers.dpc import (DPC, DPC_PRESETS, AffineCoupling, ConcatSquashLinear, DPCConfig,
                                           LatentFlow, gaussian_entropy, shape_unit, standard_normal_logprob)
@@ -25,22 +24,6 @@ DPC_DIFFUSION = DiffusionConfig(timesteps=100, beta_start=1e-4, beta_end=0.02, p
 @pytest.fixture(autouse=True)
 def _single_thread(one_thread):  # tests/conftest.py
     yield
-
-
-@pytest.fixture(scope="module")
-def shapes_dataset(tmp_path_factory):
-    """A prepared dataset: a sphere, a box and a torus to train on, a cylinder and a cone to test against."""
-    src = tmp_path_factory.mktemp("meshes")
-    trimesh.creation.icosphere(3).export(src / "sphere.ply")
-    trimesh.creation.box(extents=(2, 1, 1)).export(src / "box.ply")
-    trimesh.creation.torus(1.0, 0.3).export(src / "torus.ply")
-    trimesh.creation.cylinder(0.4, 2.0).export(src / "cylinder.ply")
-    trimesh.creation.cone(0.8, 1.5).export(src / "cone.ply")
-    split = src / "split.json"
-    split.write_text(json.dumps({"train": ["sphere", "box", "torus"], "val": [], "test": ["cylinder", "cone"]}))
-    out = tmp_path_factory.mktemp("data") / "ds"
-    prepare(src, out, PrepareConfig(n_surface=500, n_uniform=500, split_file=str(split), workers=1), progress=False)
-    return out
 
 
 # ----------------------------------------------------------------------------- the flow prior

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import trimesh
 
 from hyperdiffusion.denoisers import build_denoiser, count_parameters, get_denoiser
 from hyperdiffusion.denoisers.pvcnn import PVCNN_PRESETS, PVCNNConfig, timestep_embedding
@@ -86,24 +85,6 @@ def test_data_scale_is_applied_in_training_and_undone_in_sampling():
 
 
 # ----------------------------------------------------------------------------- the stages
-
-
-@pytest.fixture(scope="module")
-def shapes_dataset(tmp_path_factory):
-    """A prepared dataset: a sphere, a box and a torus to train on, a cylinder and a cone to test against."""
-    from hyperdiffusion.data.prepare import PrepareConfig, prepare
-
-    src = tmp_path_factory.mktemp("meshes")
-    trimesh.creation.icosphere(3).export(src / "sphere.ply")
-    trimesh.creation.box(extents=(2, 1, 1)).export(src / "box.ply")
-    trimesh.creation.torus(1.0, 0.3).export(src / "torus.ply")
-    trimesh.creation.cylinder(0.4, 2.0).export(src / "cylinder.ply")
-    trimesh.creation.cone(0.8, 1.5).export(src / "cone.ply")
-    split = src / "split.json"
-    split.write_text(json.dumps({"train": ["sphere", "box", "torus"], "val": [], "test": ["cylinder", "cone"]}))
-    out = tmp_path_factory.mktemp("data") / "ds"
-    prepare(src, out, PrepareConfig(n_surface=500, n_uniform=500, split_file=str(split), workers=1), progress=False)
-    return out
 
 
 def test_cli_train_then_sample(shapes_dataset, tmp_path):
