@@ -40,11 +40,15 @@ class TransformerConfig:
     max_freq_log2: int = 20
     tokenizer: str = "layers"  # "layers": one token per tensor (paper); "chunks": fixed-size pieces
     chunk_size: int | None = None  # tokenizer="chunks" only
+    # Not in the paper: > 0 adds one class token (an embedding of num_classes + 1 entries, the last the
+    # "null" class of classifier-free guidance; diffusion/guidance.py). 0 = unconditional (the paper).
+    num_classes: int = 0
 
     def __post_init__(self) -> None:
         assert self.n_embd % self.n_head == 0, f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})"
         assert self.tokenizer in TOKENIZERS, f"tokenizer must be one of {TOKENIZERS}; got {self.tokenizer!r}"
         assert self.tokenizer != "chunks" or (self.chunk_size or 0) > 0, "tokenizer='chunks' needs chunk_size > 0"
+        assert self.num_classes >= 0, f"num_classes must be >= 0; got {self.num_classes}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,7 +141,10 @@ class Block(nn.Module):
 
 
 class WeightTransformer(nn.Module):
-    """Denoiser over flat weight vectors: forward(x_t [B, P], t [B]) -> [B, P].
+    """Denoiser over flat weight vectors: forward(x_t [B, P], t [B], y [B] | None) -> [B, P].
+
+    With `num_classes` > 0 a class token follows the timestep token; y = None or y = num_classes
+    is the null class (unconditional). Without classes, y must be None.
 
     :param layout: sizes of the tensors the vector is made of, in flat order (or an `MLPConfig`);
         `tokenizer="layers"` makes one token of each.
@@ -148,7 +155,7 @@ class WeightTransformer(nn.Module):
         self.cfg = cfg
         self.splits = token_sizes(layout, cfg.tokenizer, cfg.chunk_size)
         self.t_embed = TimestepEmbedder(cfg.num_frequencies, cfg.max_freq_log2)
-        n_tokens = len(self.splits) + 1  # + the timestep token, last as in G.pt
+        n_tokens = len(self.splits) + 1 + (cfg.num_classes > 0)  # + the timestep token (G.pt) [+ a class token]
         self.encoders = nn.ModuleList(nn.Linear(s, cfg.n_embd, bias=False) for s in self.splits + [self.t_embed.dim])
         self.ln_in = nn.LayerNorm(cfg.n_embd)
         self.pos_emb = nn.Parameter(torch.zeros(1, n_tokens, cfg.n_embd))
@@ -156,24 +163,32 @@ class WeightTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(cfg.n_embd)
         # Only the weight tokens are decoded; the timestep token's output is dropped.
         self.decoders = nn.ModuleList(nn.Linear(cfg.n_embd, s, bias=False) for s in self.splits)
+        if cfg.num_classes > 0:  # created last, so an unconditional model's initialisation is unchanged
+            self.class_embed = nn.Embedding(cfg.num_classes + 1, cfg.n_embd)
         self.apply(self._init_weights)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
         # G.pt / minGPT: Linear weights N(0, 0.02), biases 0, LayerNorm identity. pos_emb stays 0.
-        if isinstance(module, nn.Linear):
+        if isinstance(module, (nn.Linear, nn.Embedding)):  # minGPT's token embeddings: N(0, 0.02) too
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
-            if module.bias is not None:
+            if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         assert x.dim() == 2 and x.shape[1] == sum(self.splits), \
             f"expected weight vectors [B, {sum(self.splits)}]; got {tuple(x.shape)}"
         pieces = list(torch.split(x, self.splits, dim=1)) + [self.t_embed(t).to(x.dtype)]
         h = torch.stack([enc(p) for enc, p in zip(self.encoders, pieces)], dim=1)  # (B, tokens, n_embd)
+        if self.cfg.num_classes > 0:
+            if y is None:  # unconditional: the null class
+                y = torch.full((x.shape[0],), self.cfg.num_classes, dtype=torch.long, device=x.device)
+            h = torch.cat([h, self.class_embed(y.to(x.device)).to(h.dtype).unsqueeze(1)], dim=1)
+        else:
+            assert y is None, "this model has no classes (num_classes 0); train with --condition class"
         h = self.blocks(self.ln_in(h) + self.pos_emb)
         h = self.ln_f(h)
         return torch.cat([dec(h[:, i]) for i, dec in enumerate(self.decoders)], dim=1)

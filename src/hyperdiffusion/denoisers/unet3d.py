@@ -62,6 +62,9 @@ class UNet3DConfig:
     num_head_channels: int = 32
     dropout: float = 0.0
     downsample_depth: bool = True  # False: the official ldm dims=3 strides (1, 2, 2)
+    # Not in the paper: > 0 adds guided-diffusion's `label_emb` (num_classes + 1 entries, the last the null
+    # class of classifier-free guidance; diffusion/guidance.py), added to the timestep embedding.
+    num_classes: int = 0
 
     def __post_init__(self) -> None:
         # Lists from JSON become tuples, so a config read back from a checkpoint compares equal.
@@ -267,11 +270,20 @@ class UNet3D(nn.Module):
                 self.output_blocks.append(Block(layers))
 
         self.out = nn.Sequential(norm(ch), nn.SiLU(), zero(nn.Conv3d(ch, cfg.out_channels, 3, padding=1)))
+        if cfg.num_classes > 0:  # created last, so an unconditional model's initialisation is unchanged
+            self.label_emb = nn.Embedding(cfg.num_classes + 1, emb_ch)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """y: class indices [B]; None or num_classes = the null class (unconditional)."""
         assert x.dim() == 5 and x.shape[1] == self.cfg.in_channels, (
             f"expected a batch of grids [B, {self.cfg.in_channels}, D, H, W], got {tuple(x.shape)}")
         emb = self.time_embed(timestep_embedding(t.to(x.device).expand(x.shape[0]), self.cfg.model_channels))
+        if self.cfg.num_classes > 0:
+            if y is None:
+                y = torch.full((x.shape[0],), self.cfg.num_classes, dtype=torch.long, device=x.device)
+            emb = emb + self.label_emb(y.to(x.device)).to(emb.dtype)
+        else:
+            assert y is None, "this model has no classes (num_classes 0); train with --condition class"
         h, hs = x, []
         for block in self.input_blocks:
             h = block(h, emb)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from hyperdiffusion.diffusion.checkpoint import load_denoiser
+from hyperdiffusion.diffusion.guidance import sampling_model
 from hyperdiffusion.diffusion.runtime import autocast_context, resolve_device, seeded_generator
 from hyperdiffusion.io import InputError, ensure_writable_dir, load_safetensors, save_safetensors
 from hyperdiffusion.progress import progress as progress_bar
@@ -49,6 +50,9 @@ class SampleConfig:
     res: int | None = None  # marching-cubes resolution (MLPs); None = the mesh stage's default
     level: float | None = None  # surface occupancy probability; None = the representation's default (0.5)
     level_logit: float | None = None  # MLPs: overrides `level`; the paper's test meshes used 1.386 (p = 0.8) at res 356
+    # Class-conditional checkpoints only (diffusion/guidance.py): None = unconditional (the null class)
+    class_name: str | None = None
+    guidance: float = 1.0  # w in uncond + w (cond - uncond): 0 unconditional, 1 conditional, > 1 guided
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +91,7 @@ def sample_weights(ckpt: str | Path, out_dir: str | Path, cfg: SampleConfig = Sa
     out = ensure_writable_dir(out_dir)
     device = resolve_device(cfg.device)
     model, diffusion, norm, meta = load_denoiser(ckpt, use_ema=cfg.use_ema, device=device)
+    model = sampling_model(model, meta, cfg.class_name, cfg.guidance)  # as trained, or guided to a class
     rep = get_representation(meta["representation"]["name"])
     sample_shape = tuple(meta["data"]["sample_shape"])
     sizes = [min(cfg.batch_size, cfg.n - s) for s in range(0, cfg.n, cfg.batch_size)]
@@ -154,6 +159,11 @@ def register(subparsers) -> None:
                    help="surface occupancy probability for marching cubes (default: the mesh stage's, 0.5)")
     p.add_argument("--level-logit", type=float, default=None,
                    help="surface level as a logit, overrides --level (paper test meshes: 1.386 at --res 356)")
+    p.add_argument("--class", dest="class_name", default=None, metavar="NAME",
+                   help="class-conditional checkpoints: sample this class (default: unconditional)")
+    p.add_argument("--guidance", type=float, default=1.0,
+                   help="classifier-free guidance w: uncond + w (cond - uncond); 0 = unconditional, "
+                        "1 = conditional, > 1 = pushed further towards the class (default 1)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_main)
 
@@ -161,7 +171,8 @@ def register(subparsers) -> None:
 def _main(args: argparse.Namespace) -> int:
     cfg = SampleConfig(n=args.n, sampler=args.sampler, steps=args.steps, eta=args.eta, batch_size=args.batch_size,
                        seed=args.seed, use_ema=not args.no_ema, precision=args.precision, device=args.device,
-                       mesh=not args.no_mesh, res=args.res, level=args.level, level_logit=args.level_logit)
+                       mesh=not args.no_mesh, res=args.res, level=args.level, level_logit=args.level_logit,
+                       class_name=args.class_name, guidance=args.guidance)
     path = sample(args.ckpt, args.out, cfg, progress=not args.no_progress)
     print(json.dumps({"weights": str(path), "n": cfg.n}))
     return 0
