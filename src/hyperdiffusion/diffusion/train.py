@@ -20,6 +20,13 @@ Exact resume: all randomness of a step (timesteps, noise) comes from a generator
 seeded by (seed, step), and each epoch's data order from one seeded by
 (seed, epoch). A run that stops at a checkpoint and resumes therefore takes the
 same steps as one that never stopped (bitwise on CPU; tests/test_train.py).
+
+Several GPUs, as DiT: `torchrun --standalone --nproc_per_node N -m hyperdiffusion train DATA OUT ...`.
+--batch-size stays the global batch. Every rank draws the whole global step (order, timesteps,
+noise) from the same seeded generators and trains on its own slice of it; DDP averages the
+gradients, so N processes take the steps of one process up to the order of float sums
+(tests/test_ddp.py). Rank 0 alone writes config.json (with "world_size"), logs, validation and
+checkpoints; resuming works the same way under torchrun.
 """
 
 from __future__ import annotations
@@ -40,9 +47,7 @@ from hyperdiffusion.denoisers import count_parameters, get_denoiser
 from hyperdiffusion.diffusion.checkpoint import (b64, checkpoint_path, load_optimizer_state, prefixed, read_checkpoint,
                                                  save_checkpoint, unb64, build_from_meta, load_denoiser)
 from hyperdiffusion.diffusion.gaussian import BETA_SCHEDULES, DiffusionConfig, GaussianDiffusion
-from hyperdiffusion.diffusion.guidance import (DEFAULT_DROP_PROB, check_resume, load_training_data,
-                                             with_labels)
-from hyperdiffusion.diffusion.runtime import autocast_context, resolve_device, seeded_generator
+from hyperdiffusion.diffusion.runtime import Distributed, autocast_context, distributed, resolve_device, seeded_generator
 from hyperdiffusion.diffusion.standardize import Standardizer
 from hyperdiffusion.io import InputError, ensure_writable_dir, write_bytes, write_json
 from hyperdiffusion.progress import progress as progress_bar
@@ -113,9 +118,6 @@ class TrainConfig:
     val_level: float = 0.5  # surface occupancy probability (paper validation: res 256, p = 0.5, logit 0)
     val_reference: str | None = None  # prepared dataset (or clouds folder) that validation samples are scored against
     val_split: str = "val"  # its split, for a prepared dataset
-    # Not in the paper: one model over several datasets, one class each (diffusion/guidance.py)
-    condition: str | None = None  # None = unconditional (the paper); "class"
-    cond_drop_prob: float = DEFAULT_DROP_PROB  # classifier-free guidance: p(null class), Ho & Salimans 2022
 
     def __post_init__(self) -> None:
         if self.schedule not in BETA_SCHEDULES:
@@ -299,14 +301,66 @@ def model_loss(model: torch.nn.Module, diffusion: GaussianDiffusion, x0: torch.T
     return own(diffusion, x0, t, noise) if own is not None else diffusion.training_loss(model, x0, t, noise)
 
 
+class _LossModule(torch.nn.Module):
+    """The model and its loss as one forward, so DDP's gradient hooks see the whole step even for a
+    denoiser with its own loss (DPC's `training_loss`)."""
+
+    def __init__(self, model: torch.nn.Module, diffusion: GaussianDiffusion):
+        super().__init__()
+        self.model, self.diffusion = model, diffusion
+
+    def forward(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                net: torch.nn.Module | None = None) -> torch.Tensor:
+        """`net`: the model as this step calls it (a wrapper of `self.model`, e.g. class labels attached)."""
+        return model_loss(self.model if net is None else net, self.diffusion, x0, t, noise)
+
+
+def rank_share(dd: Distributed, idx: torch.Tensor, *per_sample: torch.Tensor | None) -> tuple:
+    """This rank's contiguous slice of a global step's sample indices `idx` and of each per-sample
+    tensor (timesteps, noise, labels; None stays None), then its fraction of the step's samples: a
+    DistributedSampler that keeps the one-process order. An epoch's short last batch can leave a rank
+    nothing: it then computes one sample at weight 0, so that it still joins the gradient all-reduce."""
+    part = torch.tensor_split(torch.arange(len(idx)), dd.world_size)[dd.rank]
+    share = len(part) / len(idx)
+    if len(part) == 0:
+        part = torch.zeros(1, dtype=torch.long)
+    return (idx[part], *(None if x is None else x[part] for x in per_sample), share)
+
+
+def all_reduce_sum(dd: Distributed, value: float, device: torch.device) -> float:
+    """The sum of `value` over ranks (`value` itself in one process)."""
+    if not dd.active:
+        return value
+    v = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(v)
+    return v.item()
+
+
+@torch.no_grad()
+def check_replicas(dd: Distributed, module: torch.nn.Module, device: torch.device) -> None:
+    """Every rank must hold the same weights (and EMA) at the end: compare per-tensor sums across ranks."""
+    sums = torch.stack([p.detach().double().sum() for p in module.state_dict().values()]).to(device)
+    lo, hi = sums.clone(), sums.clone()
+    torch.distributed.all_reduce(lo, torch.distributed.ReduceOp.MIN)
+    torch.distributed.all_reduce(hi, torch.distributed.ReduceOp.MAX)
+    if not torch.equal(lo, hi):
+        raise RuntimeError(f"rank {dd.rank}: torchrun processes ended with different weights "
+                           f"({int((lo != hi).sum())} tensors differ); the run is not consistent")
+
+
 # ----------------------------------------------------------------------------- logging
 
 
 class MetricsLog:
-    """metrics.jsonl always; TensorBoard scalars too when tensorboard is importable."""
+    """metrics.jsonl always; TensorBoard scalars too when tensorboard is importable. `enabled=False`
+    (torchrun ranks other than 0) writes nothing."""
 
-    def __init__(self, out: Path, resume_step: int):
+    def __init__(self, out: Path, resume_step: int, enabled: bool = True):
         self.path = out / "metrics.jsonl"
+        self.tb = None
+        self.enabled = enabled
+        if not enabled:
+            return
         if self.path.exists():  # drop records past the checkpoint we resume from: they will be redone
             keep = [ln for ln in self.path.read_text().splitlines() if _record_step(ln) <= resume_step]
             write_bytes(self.path, "".join(ln + "\n" for ln in keep).encode())
@@ -319,6 +373,8 @@ class MetricsLog:
             pass
 
     def write(self, step: int, scalars: dict[str, float]) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a") as f:
             f.write(json.dumps({"step": step, **scalars}) + "\n")
         if self.tb is not None:
@@ -393,8 +449,19 @@ def train(data: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainConfig(
           progress: bool = True) -> dict[str, Any]:
     """Train (or resume) a diffusion model on `data` read through `cfg.representation`; returns a summary.
 
-    Rerunning with the same OUT resumes from OUT/checkpoints/last.safetensors.
+    Rerunning with the same OUT resumes from OUT/checkpoints/last.safetensors. Under torchrun each
+    process calls this; they train one model together (module docstring).
     """
+    device = resolve_device(cfg.device)
+    with distributed(device) as dd:
+        if cfg.batch_size % dd.world_size:
+            raise InputError(f"--batch-size {cfg.batch_size} is the global batch; it must divide evenly across "
+                             f"the {dd.world_size} torchrun processes (use a multiple of {dd.world_size})")
+        return _train(data, out_dir, cfg, device, dd, progress=progress and dd.is_main)
+
+
+def _train(data: str | Path, out_dir: str | Path, cfg: TrainConfig, device: torch.device, dd: Distributed, *,
+           progress: bool) -> dict[str, Any]:
     out = ensure_writable_dir(out_dir)
     ckpt_path = out / "checkpoints" / "last.safetensors"
     resume = ckpt_path.is_file()
@@ -404,10 +471,7 @@ def train(data: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainConfig(
     rep = get_representation(cfg.representation)
     denoiser_config = cfg.denoiser_config()
 
-    tset, cond = load_training_data(rep, data, cfg.condition, cfg.cond_drop_prob, progress=progress)
-    check_resume(cond, ckpt_meta, ckpt_path)
-    if cond is not None:  # a class token / class embedding (denoisers/transformer.py, unet3d.py)
-        denoiser_config = {**denoiser_config, "num_classes": len(cond.classes)}
+    tset = rep.load(data, progress=progress)
     n = len(tset.data)
     bad = int((~torch.isfinite(tset.data.flatten(1))).any(dim=1).sum())
     if bad:  # one NaN row makes every loss NaN: the whole run would be wasted silently
@@ -418,14 +482,12 @@ def train(data: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainConfig(
         raise InputError(f"{data}: differs from the data the run in {out} was trained on "
                          f"({ckpt_meta['data']['n']} samples of shape {ckpt_meta['data']['sample_shape']}); "
                          "use a new OUT folder")
-    write_json(out / "config.json", {"train_config": cfg.to_dict(), "data": str(data)})
-
-    device = resolve_device(cfg.device)
+    if dd.is_main:
+        write_json(out / "config.json", {"train_config": cfg.to_dict(), "data": str(data),
+                                         "world_size": dd.world_size})
     meta = {"train_config": cfg.to_dict(), "representation": {"name": rep.name, "info": tset.info},
             "denoiser": {"name": cfg.denoiser_name, "config": denoiser_config},
             "diffusion_config": cfg.diffusion_config().to_dict(), "data": data_meta}
-    if cond is not None:
-        meta["condition"] = cond.to_meta()
     torch.manual_seed(cfg.seed)  # only the init draws from the global generator
     model = build_from_meta(meta).to(device)
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 else None
@@ -445,18 +507,27 @@ def train(data: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainConfig(
             norm = Standardizer(ckpt_tensors["norm.mean"], ckpt_tensors["norm.std"])
         step = int(ckpt_meta["step"])
     del ckpt_tensors
+    ddp_loss = None
+    if dd.active:
+        # Per-rank seed from the global seed (DiT): only draws outside the seeded step generators
+        # (dropout) use it; the step's own randomness is the global draw every rank shares.
+        torch.manual_seed(seeded_generator(cfg.seed, 5, dd.rank, step).initial_seed())
+        ddp_loss = torch.nn.parallel.DistributedDataParallel(
+            _LossModule(model, diffusion), device_ids=[device.index] if device.type == "cuda" else None)
 
     x_all = norm.encode(tset.data).to(device)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
-    log = MetricsLog(out, step)
+    log = MetricsLog(out, step, enabled=dd.is_main)
     meta["n_model_params"] = count_parameters(model)
 
     def checkpoint() -> None:
-        save_checkpoint(ckpt_path, model=model, ema=ema, opt=opt, norm=norm, meta={
-            **meta, "step": step, "epoch": step // steps_per_epoch, "scheduler": sched.state_dict(),
-            "rng": {"scheme": "per-step generators seeded by (seed, step); per-epoch order by (seed, epoch)",
-                    "torch_cpu": b64(torch.get_rng_state())}})
+        if dd.is_main:
+            save_checkpoint(ckpt_path, model=model, ema=ema, opt=opt, norm=norm, meta={
+                **meta, "step": step, "epoch": step // steps_per_epoch, "scheduler": sched.state_dict(),
+                "rng": {"scheme": "per-step generators seeded by (seed, step); per-epoch order by (seed, epoch)",
+                        "torch_cpu": b64(torch.get_rng_state())}})
+        dd.barrier()  # no rank runs ahead of a checkpoint that is not on disk yet
 
     model.train()
     bar = progress_bar(total=total, initial=step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
@@ -466,13 +537,21 @@ def train(data: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainConfig(
             epoch, k = divmod(step, steps_per_epoch)
             idx = epoch_order(n, cfg.seed, epoch)[k * cfg.batch_size:(k + 1) * cfg.batch_size]
             t, noise = step_randomness(cfg.seed, step, len(idx), tset.sample_shape, diffusion.num_timesteps)
+            if dd.active:
+                idx, t, noise, share = rank_share(dd, idx, t, noise)
             x0 = x_all[idx.to(device)]
             with autocast_context(cfg.precision, device):
-                net = model if cond is None else with_labels(
-                    model, cond.batch_labels(idx, step, cfg.seed))  # classifier-free guidance training
-                loss = model_loss(net, diffusion, x0, t.to(device), noise.to(device))
+                if ddp_loss is not None:  # the same loss, through DDP's forward so that backward syncs
+                    loss = ddp_loss(x0, t.to(device), noise.to(device))
+                else:
+                    loss = model_loss(model, diffusion, x0, t.to(device), noise.to(device))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if dd.active:
+                # DDP averages gradients over ranks; weighting each rank's mean loss by its share of
+                # the global batch makes that average the gradient of the global batch's mean loss.
+                (loss * (share * dd.world_size)).backward()
+            else:
+                loss.backward()
             if cfg.grad_clip > 0:  # DPC: clip_grad_norm_(model.parameters(), 10)
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
@@ -481,12 +560,13 @@ def train(data: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainConfig(
             if ema is not None:
                 update_ema(ema, model, ema_decay_at(step, cfg.ema_decay))
             step += 1
-            loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
+            loss_sum, loss_count = loss_sum + (loss.item() * share if dd.active else loss.item()), loss_count + 1
             bar.update(1)
             epoch_done = step % steps_per_epoch == 0
             if epoch_done and cfg.lr_schedule != "linear":
                 sched.step()  # StepLR counts epochs, as Lightning's default interval
             if step % cfg.log_every == 0 or step == total:
+                loss_sum = all_reduce_sum(dd, loss_sum, device)  # the global batch's loss (DiT all-reduces it)
                 scalars = {"train/loss": loss_sum / loss_count, "lr": opt.param_groups[0]["lr"],
                            "epoch": step / steps_per_epoch, "sec_per_step": (time.perf_counter() - t0) / loss_count}
                 log.write(step, scalars)
@@ -494,13 +574,19 @@ def train(data: str | Path, out_dir: str | Path, cfg: TrainConfig = TrainConfig(
                 loss_sum, loss_count, t0 = 0.0, 0, time.perf_counter()
             if (epoch_done and cfg.val_every_epochs > 0 and cfg.val_samples > 0
                     and (step // steps_per_epoch) % cfg.val_every_epochs == 0):
-                log.write(step, validate(ema or model, diffusion, norm, tset, cfg, step, device))
-                model.train()
+                if dd.is_main:
+                    log.write(step, validate(ema or model, diffusion, norm, tset, cfg, step, device))
+                    model.train()
+                dd.barrier()
             if step % cfg.ckpt_every == 0 or step == total:
                 checkpoint()
     finally:
         bar.close()
         log.close()
+    if dd.active:
+        check_replicas(dd, model, device)
+        if ema is not None:
+            check_replicas(dd, ema, device)
     return {"step": step, "epochs": step / steps_per_epoch, "checkpoint": str(ckpt_path),
             "representation": rep.name, "denoiser": cfg.denoiser_name, "n_model_params": meta["n_model_params"]}
 
@@ -532,8 +618,6 @@ HELP = {
     "val_every_epochs": "validate every N epochs; 0 = never",
     "val_level": "validation surface as an occupancy probability",
     "val_reference": "prepared dataset whose split validation samples are scored against",
-    "condition": "class: each DATA one class, one class-conditional model (docs/CONDITIONAL.md)",
-    "cond_drop_prob": "classifier-free guidance: probability of training on the null class",
 }
 
 
@@ -550,8 +634,7 @@ def register(subparsers) -> None:
                                           "or on a prepared dataset (--representation voxel). Settings come from "
                                           "--preset; each option below overrides it. Rerun the same command to resume.",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("data", nargs="+", help="weight set from `fit` (folder or weights.safetensors), or a prepared "
-                   "dataset; several with --condition class, each one class")
+    p.add_argument("data", help="weight set from `fit` (folder or weights.safetensors), or a prepared dataset")
     p.add_argument("out", help="output folder (checkpoints, metrics)")
     presets = ", ".join(f"{k} ({v.representation}, {v.preset})" for k, v in TRAIN_PRESETS.items())
     p.add_argument("--preset", default=None, choices=sorted(TRAIN_PRESETS), metavar="NAME",
@@ -573,15 +656,11 @@ def register(subparsers) -> None:
     p.set_defaults(func=_main)
 
 
-def _sources(data) -> list[str]:
-    return [data] if isinstance(data, (str, Path)) else list(data)
-
-
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
     """The preset named (or the default for the representation and device) with the options given; and a
     line saying which preset was used."""
     representation = args.representation or (TRAIN_PRESETS[args.preset].representation if args.preset
-                                              else detect_representation(_sources(args.data)[0]))
+                                              else detect_representation(args.data))
     name = args.preset
     note = f"preset {name}"
     if name is not None and TRAIN_PRESETS[name].representation != representation:
@@ -603,7 +682,6 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
 def _main(args: argparse.Namespace) -> int:
     cfg, note = config_from_args(args)
     print(f"train: {cfg.representation} with the {cfg.denoiser_name} denoiser, {note}")
-    data = _sources(args.data)
-    summary = train(data[0] if len(data) == 1 else data, args.out, cfg, progress=not args.no_progress)
+    summary = train(args.data, args.out, cfg, progress=not args.no_progress)
     print(json.dumps(summary))
     return 0
