@@ -12,6 +12,11 @@ training data was standardised. Everything else is JSON in the file's metadata u
 
 so `sample CKPT` rebuilds model, diffusion and decoder from the file alone (DiT's checkpoints).
 Version 1 files (MLP only: "mlp" and "model_config") are read as version 2.
+
+Beside `last.safetensors` (the full state, for resuming) a run with an EMA also writes
+`last.ema.safetensors`: the "ema.*" and "norm.*" tensors and the same metadata without the optimiser,
+a quarter of the size (5.6 of 22.5 GB for the 1.41 B-parameter `plane` transformer). `sample` reads
+it instead of the full file when both hold the same step. Before writing, the free space is checked.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import base64
 import copy
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +47,26 @@ def unb64(s: str) -> torch.Tensor:
     return torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8).clone()
 
 
+def ema_weights_path(path: str | Path) -> Path:
+    """The EMA-only weights file that goes with the full checkpoint `path` (last.ema.safetensors)."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".safetensors") + ".ema.safetensors")
+
+
+def check_free_space(folder: Path, tensors: list[dict[str, torch.Tensor]], what: str) -> None:
+    """Fail before a write that cannot fit: an atomic write needs the whole new file beside the old one."""
+    need = sum(t.numel() * t.element_size() for group in tensors for t in group.values()) + (1 << 20)
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        raise InputError(f"{folder}: not enough free disk space to write {what}: it needs {need / 1e9:.2f} GB, "
+                         f"{free / 1e9:.2f} GB are free (the previous checkpoint is kept); free some space and "
+                         "rerun the same command to resume")
+
+
 def save_checkpoint(path: Path, *, model: torch.nn.Module, ema: torch.nn.Module | None,
                     opt: torch.optim.Optimizer, norm: Standardizer, meta: dict[str, Any]) -> None:
-    """Write tensors and `meta` (plus the optimizer's param groups and format fields) atomically."""
+    """Write tensors and `meta` (plus the optimizer's param groups and format fields) atomically, and the
+    EMA-only weights file for sampling when there is an EMA."""
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in ema.state_dict().items()})
@@ -54,8 +77,13 @@ def save_checkpoint(path: Path, *, model: torch.nn.Module, ema: torch.nn.Module 
     if norm.mean is not None:
         tensors["norm.mean"], tensors["norm.std"] = norm.mean, norm.std
     meta = {"format": CHECKPOINT_FORMAT, "version": VERSION, **meta,
-            "has_ema": ema is not None, "standardize": norm.mean is not None,
-            "optimizer": {"param_groups": opt_sd["param_groups"]}}
+            "has_ema": ema is not None, "standardize": norm.mean is not None}
+    light = {k: v for k, v in tensors.items() if k.startswith(("ema.", "norm."))} if ema is not None else {}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    check_free_space(path.parent, [tensors, light], f"the checkpoint {path.name}")
+    if light:  # first, so that a full file never has a newer step than its EMA file by a crash in between
+        save_safetensors(ema_weights_path(path), light, {"checkpoint": {**meta, "weights_only": "ema"}})
+    meta["optimizer"] = {"param_groups": opt_sd["param_groups"]}
     save_safetensors(path, tensors, {"checkpoint": meta})
     write_json(path.with_suffix(".json"), meta)
 
@@ -131,10 +159,25 @@ def load_denoiser(path: str | Path, *, use_ema: bool = True, device: str | torch
 
     `metadata["representation"]` names how samples decode (representations.get_representation).
     """
+    path = checkpoint_path(path)
+    light = ema_weights_path(path)
+    if use_ema and light.is_file() and _step(light) == _step(path):
+        path = light  # the same EMA weights without reading past the optimiser state
     tensors, meta = read_checkpoint(path, prefixes=("model.", "ema.", "norm."))
     model = build_from_meta(meta)
     source = "ema." if use_ema and meta.get("has_ema") else "model."
+    if not any(k.startswith(source) for k in tensors):
+        raise InputError(f"{path}: holds the EMA weights only; sampling the raw weights (--no-ema) needs the "
+                         "full checkpoint last.safetensors")
     model.load_state_dict(prefixed(tensors, source))
     norm = Standardizer(tensors.get("norm.mean"), tensors.get("norm.std"))
     meta = {**meta, "weights_used": source.rstrip(".")}
     return model.to(device).eval(), GaussianDiffusion(DiffusionConfig.from_dict(meta["diffusion_config"])), norm, meta
+
+
+def _step(path: Path) -> int | None:
+    """The step a checkpoint file records (its metadata alone is read); None when it is not one."""
+    try:
+        return read_checkpoint(path, prefixes=())[1].get("step")
+    except InputError:
+        return None
