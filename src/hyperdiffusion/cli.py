@@ -17,7 +17,8 @@ from hyperdiffusion.io import InputError
 
 # In pipeline order (the help lists them so): subcommand module, by dotted path in the package.
 STAGES = ["data.prepare", "fields.fit", "fields.mesh", "diffusion.train", "diffusion.sample",
-          "evaluation.evaluate", "evaluation.fpd", "evaluation.compare", "pictures.render", "demo"]
+          "diffusion.interpolate", "diffusion.complete",
+          "evaluation.evaluate", "evaluation.fpd", "evaluation.compare", "pictures.render", "demo", "shards"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -251,7 +251,7 @@ class GaussianDiffusion:
     @torch.no_grad()
     def ddim_sample(self, model: Model, shape: tuple[int, ...], *, steps: int | None = None, eta: float = 0.0,
                     generator: torch.Generator | None = None, device: str | torch.device = "cpu",
-                    progress: bool = False) -> torch.Tensor:
+                    progress: bool = False, noise: torch.Tensor | None = None) -> torch.Tensor:
         """DDIM (Song et al. 2021, eq. 12) over a subsequence of timesteps.
 
         x_{prev} = sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps + sigma z, with
@@ -260,9 +260,10 @@ class GaussianDiffusion:
         is the ancestral sampler with the posterior ("fixed small") variance.
 
         :param steps: number of network evaluations; None = all T (the paper).
+        :param noise: the starting x_{T-1} (e.g. from `ddim_invert`); drawn from `generator` if None.
         """
         seq = self.ddim_timesteps(steps)
-        x = torch.randn(shape, generator=generator, device=device)
+        x = torch.randn(shape, generator=generator, device=device) if noise is None else noise.to(device)
         abar = self.alphas_cumprod
         for k in progress_bar(range(len(seq) - 1, -1, -1), desc="ddim", unit="step", disable=not progress, leave=False):
             i, i_prev = seq[k], seq[k - 1] if k > 0 else -1
@@ -274,6 +275,31 @@ class GaussianDiffusion:
             x = math.sqrt(a_prev) * x0 + math.sqrt(max(1 - a_prev - sigma**2, 0.0)) * eps
             if sigma > 0:
                 x = x + sigma * torch.randn(shape, generator=generator, device=device)
+        return x
+
+    @torch.no_grad()
+    def ddim_invert(self, model: Model, x0: torch.Tensor, *, steps: int | None = None,
+                    progress: bool = False) -> torch.Tensor:
+        """Deterministic DDIM (eta = 0) run backwards: clean x0 -> the x_{T-1} that `ddim_sample` with the
+        same `steps` maps back to (approximately) x0 (Song et al. 2021, Sec. 4.3: the eta = 0 update is
+        an Euler step of an ODE, so it can be integrated in either direction; Dhariwal & Nichol 2021,
+        arXiv 2105.05233, App. F).
+
+        Each step evaluates the model at the point it leaves (x at timestep seq[k]) and moves to
+        seq[k + 1] with the same eq. 12: x' = sqrt(abar') x0_hat + sqrt(1 - abar') eps_hat. The first
+        step starts from x0 itself, treated as x at seq[0] = 0 (abar_0 = 1 - beta_0, almost clean).
+        The round trip is exact only in the limit of many steps; the reconstruction error is measured
+        in tests/test_conditional.py.
+        """
+        seq = self.ddim_timesteps(steps)
+        x = x0
+        abar = self.alphas_cumprod
+        for k in progress_bar(range(len(seq) - 1), desc="ddim-invert", unit="step", disable=not progress,
+                              leave=False):
+            t = torch.full((x.shape[0],), seq[k], device=x.device, dtype=torch.long)
+            x0_hat, eps = self.split_prediction(model(x, t).to(x.dtype), x, t)
+            a_next = float(abar[seq[k + 1]])
+            x = math.sqrt(a_next) * x0_hat + math.sqrt(1 - a_next) * eps
         return x
 
     def sample(self, model: Model, shape: tuple[int, ...], *, sampler: str = "ddim", steps: int | None = None,

@@ -31,6 +31,7 @@ from hyperdiffusion.diffusion.runtime import autocast_context, resolve_device, s
 from hyperdiffusion.io import InputError, ensure_writable_dir, load_safetensors, save_safetensors
 from hyperdiffusion.progress import progress as progress_bar
 from hyperdiffusion.representations import DecodeOptions, get_representation
+from hyperdiffusion.shards import add_shard_argument
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,17 @@ def _sample_batch(model, diffusion, norm, cfg: SampleConfig, b: int, size: int, 
 
 
 def sample_weights(ckpt: str | Path, out_dir: str | Path, cfg: SampleConfig = SampleConfig(), *,
-                   progress: bool = True) -> Path:
-    """Sample `cfg.n` shapes into the representation's samples file in OUT (resumable by batch); returns its path."""
+                   progress: bool = True, shard=None, merge_only: bool = False) -> Path | None:
+    """Sample `cfg.n` shapes into the representation's samples file in OUT (resumable by batch); returns its path.
+
+    Sharded (`shard` K/N or torchrun's RANK/WORLD_SIZE, hyperdiffusion.shards): shard K samples batches
+    K, K + N, ... Each batch is seeded by its global index, so its samples do not depend on the shard
+    layout; the last shard to finish merges (`merge_only`: every batch read back, the samples file and
+    surfaces written as an unsharded run writes them). Returns None for a shard that did not merge.
+    """
+    from hyperdiffusion import shards as sharding
+
+    shard = None if merge_only else sharding.resolve_shard(shard)
     if cfg.n < 1 or cfg.batch_size < 1:
         raise InputError(f"--n and --batch-size must be positive; got {cfg.n} and {cfg.batch_size}")
     out = ensure_writable_dir(out_dir)
@@ -97,8 +107,11 @@ def sample_weights(ckpt: str | Path, out_dir: str | Path, cfg: SampleConfig = Sa
     sizes = [min(cfg.batch_size, cfg.n - s) for s in range(0, cfg.n, cfg.batch_size)]
     batch_meta = {"config": cfg.to_dict(), "checkpoint_step": meta["step"]}
     parts = []
-    for b in progress_bar(range(len(sizes)), desc="sample", unit="batch", disable=not progress):
+    mine = list(range(len(sizes))) if shard is None else shard.take(range(len(sizes)))
+    for b in progress_bar(mine, desc="sample", unit="batch", disable=not progress):
         path = _batch_path(out, b)
+        if merge_only and not path.is_file():
+            raise InputError(f"{path}: missing; a shard has not finished")
         if path.is_file():
             tensors, bm = load_safetensors(path)
             if bm.get("batch") == {**batch_meta, "size": sizes[b]}:
@@ -107,6 +120,10 @@ def sample_weights(ckpt: str | Path, out_dir: str | Path, cfg: SampleConfig = Sa
         w = _sample_batch(model, diffusion, norm, cfg, b, sizes[b], sample_shape, device)
         save_safetensors(path, {"weights": w}, {"batch": {**batch_meta, "size": sizes[b]}})
         parts.append(w)
+    if shard is not None:
+        # The last shard's merge writes the samples file and the surfaces (merge_shards).
+        sharding.finish(out, "sample", shard, "sample", {"ckpt": str(ckpt), "config": cfg.to_dict()})
+        return None
     weights = torch.cat(parts)
     n_bad = int((~torch.isfinite(weights.flatten(1))).any(dim=1).sum())
     names = [f"sample_{i:04d}" for i in range(cfg.n)]
@@ -129,12 +146,18 @@ def mesh_samples(samples_path: Path, out_dir: Path, cfg: SampleConfig, progress:
     return get_representation(name).decode(samples_path, Path(out_dir), decode_options(cfg), progress=progress)
 
 
-def sample(ckpt: str | Path, out_dir: str | Path, cfg: SampleConfig = SampleConfig(), *, progress: bool = True) -> Path:
-    """The whole stage: samples, then surfaces unless cfg.mesh is False."""
-    path = sample_weights(ckpt, out_dir, cfg, progress=progress)
-    if cfg.mesh:
+def sample(ckpt: str | Path, out_dir: str | Path, cfg: SampleConfig = SampleConfig(), *, progress: bool = True,
+           shard=None, merge_only: bool = False) -> Path | None:
+    """The whole stage: samples, then surfaces unless cfg.mesh is False (None for a shard: see sample_weights)."""
+    path = sample_weights(ckpt, out_dir, cfg, progress=progress, shard=shard, merge_only=merge_only)
+    if cfg.mesh and path is not None:
         mesh_samples(path, Path(out_dir), cfg, progress=progress)
     return path
+
+
+def merge_shards(out: Path, args: dict[str, Any], count: int) -> Path | None:
+    """hyperdiffusion.shards merger: the samples file and surfaces from the batches every shard wrote."""
+    return sample(args["ckpt"], out, SampleConfig(**args["config"]), progress=False, merge_only=True)
 
 
 def register(subparsers) -> None:
@@ -165,6 +188,8 @@ def register(subparsers) -> None:
                    help="classifier-free guidance w: uncond + w (cond - uncond); 0 = unconditional, "
                         "1 = conditional, > 1 = pushed further towards the class (default 1)")
     p.add_argument("--no-progress", action="store_true")
+    add_shard_argument(p, "batches (surfaces are made by the merge; for parallel meshing use --no-mesh, then "
+                          "`mesh --shard`)")
     p.set_defaults(func=_main)
 
 
@@ -173,6 +198,6 @@ def _main(args: argparse.Namespace) -> int:
                        seed=args.seed, use_ema=not args.no_ema, precision=args.precision, device=args.device,
                        mesh=not args.no_mesh, res=args.res, level=args.level, level_logit=args.level_logit,
                        class_name=args.class_name, guidance=args.guidance)
-    path = sample(args.ckpt, args.out, cfg, progress=not args.no_progress)
-    print(json.dumps({"weights": str(path), "n": cfg.n}))
+    path = sample(args.ckpt, args.out, cfg, progress=not args.no_progress, shard=args.shard)
+    print(json.dumps({"weights": str(path) if path else None, "n": cfg.n}))
     return 0

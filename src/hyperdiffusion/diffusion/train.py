@@ -47,6 +47,8 @@ from hyperdiffusion.denoisers import count_parameters, get_denoiser
 from hyperdiffusion.diffusion.checkpoint import (b64, checkpoint_path, load_optimizer_state, prefixed, read_checkpoint,
                                                  save_checkpoint, unb64, build_from_meta, load_denoiser)
 from hyperdiffusion.diffusion.gaussian import BETA_SCHEDULES, DiffusionConfig, GaussianDiffusion
+from hyperdiffusion.diffusion.guidance import (DEFAULT_DROP_PROB, check_resume, load_training_data,
+                                             with_labels)
 from hyperdiffusion.diffusion.runtime import Distributed, autocast_context, distributed, resolve_device, seeded_generator
 from hyperdiffusion.diffusion.standardize import Standardizer
 from hyperdiffusion.io import InputError, ensure_writable_dir, write_bytes, write_json
@@ -118,6 +120,9 @@ class TrainConfig:
     val_level: float = 0.5  # surface occupancy probability (paper validation: res 256, p = 0.5, logit 0)
     val_reference: str | None = None  # prepared dataset (or clouds folder) that validation samples are scored against
     val_split: str = "val"  # its split, for a prepared dataset
+    # Not in the paper: one model over several datasets, one class each (diffusion/guidance.py)
+    condition: str | None = None  # None = unconditional (the paper); "class"
+    cond_drop_prob: float = DEFAULT_DROP_PROB  # classifier-free guidance: p(null class), Ho & Salimans 2022
 
     def __post_init__(self) -> None:
         if self.schedule not in BETA_SCHEDULES:
@@ -471,7 +476,10 @@ def _train(data: str | Path, out_dir: str | Path, cfg: TrainConfig, device: torc
     rep = get_representation(cfg.representation)
     denoiser_config = cfg.denoiser_config()
 
-    tset = rep.load(data, progress=progress)
+    tset, cond = load_training_data(rep, data, cfg.condition, cfg.cond_drop_prob, progress=progress)
+    check_resume(cond, ckpt_meta, ckpt_path)
+    if cond is not None:  # a class token / class embedding (denoisers/transformer.py, unet3d.py)
+        denoiser_config = {**denoiser_config, "num_classes": len(cond.classes)}
     n = len(tset.data)
     bad = int((~torch.isfinite(tset.data.flatten(1))).any(dim=1).sum())
     if bad:  # one NaN row makes every loss NaN: the whole run would be wasted silently
@@ -488,6 +496,8 @@ def _train(data: str | Path, out_dir: str | Path, cfg: TrainConfig, device: torc
     meta = {"train_config": cfg.to_dict(), "representation": {"name": rep.name, "info": tset.info},
             "denoiser": {"name": cfg.denoiser_name, "config": denoiser_config},
             "diffusion_config": cfg.diffusion_config().to_dict(), "data": data_meta}
+    if cond is not None:
+        meta["condition"] = cond.to_meta()
     torch.manual_seed(cfg.seed)  # only the init draws from the global generator
     model = build_from_meta(meta).to(device)
     ema = copy.deepcopy(model).requires_grad_(False) if cfg.ema_decay > 0 else None
@@ -544,7 +554,9 @@ def _train(data: str | Path, out_dir: str | Path, cfg: TrainConfig, device: torc
                 if ddp_loss is not None:  # the same loss, through DDP's forward so that backward syncs
                     loss = ddp_loss(x0, t.to(device), noise.to(device))
                 else:
-                    loss = model_loss(model, diffusion, x0, t.to(device), noise.to(device))
+                    net = model if cond is None else with_labels(
+                    model, cond.batch_labels(idx, step, cfg.seed))  # classifier-free guidance training
+                loss = model_loss(net, diffusion, x0, t.to(device), noise.to(device))
             opt.zero_grad(set_to_none=True)
             if dd.active:
                 # DDP averages gradients over ranks; weighting each rank's mean loss by its share of
@@ -618,6 +630,8 @@ HELP = {
     "val_every_epochs": "validate every N epochs; 0 = never",
     "val_level": "validation surface as an occupancy probability",
     "val_reference": "prepared dataset whose split validation samples are scored against",
+    "condition": "class: each DATA one class, one class-conditional model (docs/CONDITIONAL.md)",
+    "cond_drop_prob": "classifier-free guidance: probability of training on the null class",
 }
 
 
@@ -634,7 +648,8 @@ def register(subparsers) -> None:
                                           "or on a prepared dataset (--representation voxel). Settings come from "
                                           "--preset; each option below overrides it. Rerun the same command to resume.",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("data", help="weight set from `fit` (folder or weights.safetensors), or a prepared dataset")
+    p.add_argument("data", nargs="+", help="weight set from `fit` (folder or weights.safetensors), or a prepared "
+                   "dataset; several with --condition class, each one class")
     p.add_argument("out", help="output folder (checkpoints, metrics)")
     presets = ", ".join(f"{k} ({v.representation}, {v.preset})" for k, v in TRAIN_PRESETS.items())
     p.add_argument("--preset", default=None, choices=sorted(TRAIN_PRESETS), metavar="NAME",
@@ -656,11 +671,15 @@ def register(subparsers) -> None:
     p.set_defaults(func=_main)
 
 
+def _sources(data) -> list[str]:
+    return [data] if isinstance(data, (str, Path)) else list(data)
+
+
 def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
     """The preset named (or the default for the representation and device) with the options given; and a
     line saying which preset was used."""
     representation = args.representation or (TRAIN_PRESETS[args.preset].representation if args.preset
-                                              else detect_representation(args.data))
+                                              else detect_representation(_sources(args.data)[0]))
     name = args.preset
     note = f"preset {name}"
     if name is not None and TRAIN_PRESETS[name].representation != representation:
@@ -682,6 +701,7 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str]:
 def _main(args: argparse.Namespace) -> int:
     cfg, note = config_from_args(args)
     print(f"train: {cfg.representation} with the {cfg.denoiser_name} denoiser, {note}")
-    summary = train(args.data, args.out, cfg, progress=not args.no_progress)
+    data = _sources(args.data)
+    summary = train(data[0] if len(data) == 1 else data, args.out, cfg, progress=not args.no_progress)
     print(json.dumps(summary))
     return 0

@@ -19,9 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from hyperdiffusion.evaluation import metrics
-from hyperdiffusion.io import InputError, ensure_writable_dir, load_npy, read_json, write_json
+from hyperdiffusion.io import (InputError, ensure_writable_dir, load_npy, load_npz, read_json, safe_name, save_npy,
+                               save_npz, write_json)
+from hyperdiffusion.shards import add_shard_argument
 
 MESH_SUFFIXES = (".ply", ".obj", ".off", ".stl", ".glb", ".gltf")
+DEFAULT_CACHE = "~/.cache/hyperdiffusion/evaluate"  # the CLI's reference-matrix cache (EvalConfig.cache)
 
 
 @dataclass
@@ -41,6 +44,11 @@ class EvalConfig:
     # public .pth checkpoint, or "none" / None for no FPD
     fpd_net: str | None = "default"
     train: str | None = None  # training shapes for novelty
+    workers: int | None = None  # processes for exact EMD pairs (None: every core); values do not depend on it
+    # Folder of cached reference x reference matrices (`ReferenceCache`); None: no cache (the CLI's
+    # default is ~/.cache/hyperdiffusion/evaluate)
+    cache: str | None = None
+    emd_check_pairs: int = 8  # --emd approx: sample x reference pairs also solved exactly, error in metrics.json
 
 
 # ---------------------------------------------------------------------------
@@ -176,10 +184,146 @@ def novelty(samples: np.ndarray, reference: np.ndarray, train: np.ndarray, train
     }
 
 
-def evaluate(samples, reference, config: EvalConfig = EvalConfig(), progress: bool = True) -> dict:
-    """Metrics of `samples` against `reference`: paths (see `load_clouds`) or arrays [K, N, 3]."""
+class ReferenceCache:
+    """Reference x reference distance matrices on disk, so a second evaluation against the same test
+    split skips them (a quarter of the Chamfer work and of the EMD pairs at equal set sizes).
+
+    A matrix is keyed by the SHA-256 of the exact clouds it was computed from (after normalisation
+    and any EMD subsampling: the content, not a path) together with the distance's full description
+    (kind, backend or solver, ground cost, normalisation, point count). A changed cloud, protocol or
+    solver is a different key; a hit is bitwise the matrix that would be computed.
+    """
+
+    def __init__(self, folder: str | Path | None):
+        self.folder = Path(folder).expanduser() if folder else None
+        self.hits: list[str] = []
+        self.stored: list[str] = []
+
+    @staticmethod
+    def key(clouds: np.ndarray, kind: dict) -> str:
+        import hashlib
+        import json
+
+        h = hashlib.sha256(json.dumps(kind, sort_keys=True).encode())
+        arr = np.ascontiguousarray(clouds, np.float64)
+        h.update(str(arr.shape).encode())
+        h.update(arr.tobytes())
+        return f"rr-{kind['distance']}-{h.hexdigest()[:32]}"
+
+    def get(self, clouds: np.ndarray, kind: dict) -> np.ndarray | None:
+        if self.folder is None:
+            return None
+        path = self.folder / f"{self.key(clouds, kind)}.npy"
+        if not path.is_file():
+            return None
+        m = load_npy(path)
+        if m.shape != (len(clouds), len(clouds)):
+            raise InputError(f"{path}: cached matrix of shape {m.shape} for {len(clouds)} clouds; delete it")
+        self.hits.append(path.name)
+        return m
+
+    def put(self, clouds: np.ndarray, kind: dict, matrix: np.ndarray) -> None:
+        if self.folder is None:
+            return
+        name = self.key(clouds, kind)
+        save_npy(self.folder / f"{name}.npy", np.asarray(matrix, np.float64))
+        write_json(self.folder / f"{name}.json", {"kind": kind, "n_clouds": len(clouds)})
+        self.stored.append(f"{name}.npy")
+
+    def describe(self) -> dict:
+        if self.folder is None:
+            return {"reason": "no cache (--no-cache)"}
+        return {"folder": str(self.folder), "reused": self.hits, "stored": self.stored}
+
+
+def _distance_kinds(cfg: EvalConfig, device: str, points: int, emd_points: int) -> dict[str, dict]:
+    """The full description of each distance, as the cache keys and metrics.json record it."""
+    cd_backend = metrics.chamfer_backend_name(**{k: v for k, v in _chamfer_settings(device).items()
+                                                 if k != "max_block_bytes"})
+    kinds = {"cd": {"distance": "chamfer", "backend": cd_backend, "norm": cfg.norm, "points": points}}
+    if cfg.emd != "off":
+        kinds["emd"] = {"distance": "emd", "mode": cfg.emd, "squared": cfg.emd_squared, "norm": cfg.norm,
+                        "points": emd_points, "subsample_seed": cfg.seed + 1 if cfg.emd_points else None}
+        if cfg.emd == "approx":
+            kinds["emd"].update(auction=asdict(metrics.AuctionConfig()), device=str(device))
+    return kinds
+
+
+def _emd_clouds(s: np.ndarray, r: np.ndarray, cfg: EvalConfig) -> tuple[np.ndarray, np.ndarray]:
+    es = metrics.subsample_clouds(s, cfg.emd_points, cfg.seed) if cfg.emd_points else s
+    er = metrics.subsample_clouds(r, cfg.emd_points, cfg.seed + 1) if cfg.emd_points else r
+    return es, er
+
+
+def distance_matrices(s: np.ndarray, r: np.ndarray, cfg: EvalConfig, device: str, cache: ReferenceCache,
+                      rows: list[int] | None = None, progress: bool = True) -> dict[str, np.ndarray]:
+    """The matrices the metrics need: cd_sr, cd_ss, cd_rr and emd_sr, emd_ss, emd_rr (unless --emd off).
+
+    `rows` (a shard's rows, hyperdiffusion.shards): blocks [len(rows), n] of these rows; the EMD
+    ss/rr blocks hold the pairs j > i only (`assemble_blocks` completes them) and cached rr
+    matrices are left out (the merge reads them). Reference x reference matrices come from
+    `cache` when present; a full (unsharded) computation stores them there.
+    """
     from hyperdiffusion.progress import progress as progress_bar
 
+    n = len(r)
+    sel = np.arange(n) if rows is None else np.asarray(rows, int)
+    es, er = _emd_clouds(s, r, cfg)
+    kinds = _distance_kinds(cfg, device, s.shape[1], es.shape[1])
+    out: dict[str, np.ndarray] = {}
+    cached = {d: cache.get(clouds, kinds[d]) for d, clouds in (("cd", r), ("emd", er)) if d in kinds}
+    settings = _chamfer_settings(device)
+
+    def cd(a, b, tick):  # full rows of a (or a against itself) against b
+        if rows is None:
+            return metrics.pairwise_chamfer(a, b, progress=tick, **settings)
+        return metrics.pairwise_chamfer(a[sel], a if b is None else b, progress=tick, **settings)
+
+    with progress_bar(total=(3 - (cached["cd"] is not None)) * n * len(sel), desc="chamfer", unit="pair",
+                      disable=not progress) as bar:
+        out["cd_sr"] = cd(s, r, bar.update)
+        out["cd_ss"] = cd(s, None, bar.update)
+        if cached["cd"] is None:
+            out["cd_rr"] = cd(r, None, bar.update)
+    if cfg.emd != "off":
+        kw = dict(mode=cfg.emd, squared=cfg.emd_squared, device=device, workers=cfg.workers,
+                  rows=None if rows is None else sel)
+        tri = sum(n - 1 - i for i in sel)  # pairs j > i of the selected rows
+        with progress_bar(total=len(sel) * n + tri * (1 + (cached["emd"] is None)), desc=f"emd ({cfg.emd})",
+                          unit="pair", disable=not progress) as bar:
+            out["emd_sr"] = metrics.pairwise_emd(es, er, progress=bar.update, **kw)
+            out["emd_ss"] = metrics.pairwise_emd(es, progress=bar.update, **kw)
+            if cached["emd"] is None:
+                out["emd_rr"] = metrics.pairwise_emd(er, progress=bar.update, **kw)
+    if rows is None:
+        for d, clouds in (("cd", r), ("emd", er)):
+            if d in kinds:
+                if cached[d] is not None:
+                    out[f"{d}_rr"] = cached[d]
+                else:
+                    cache.put(clouds, kinds[d], out[f"{d}_rr"])
+    return out
+
+
+def assemble_blocks(blocks: list[tuple[np.ndarray, dict[str, np.ndarray]]], n: int) -> dict[str, np.ndarray]:
+    """Full matrices from the shards' (rows, blocks): rows placed, EMD ss/rr completed as U + U.T."""
+    full: dict[str, np.ndarray] = {}
+    for rows, mats in blocks:
+        for key, block in mats.items():
+            full.setdefault(key, np.zeros((n, n)))[rows] = block
+    for key in ("emd_ss", "emd_rr"):
+        if key in full:
+            full[key] = full[key] + full[key].T  # each shard computed j > i of its rows; diagonal 0
+    return full
+
+
+def evaluate(samples, reference, config: EvalConfig = EvalConfig(), progress: bool = True, *,
+             matrices: dict[str, np.ndarray] | None = None) -> dict:
+    """Metrics of `samples` against `reference`: paths (see `load_clouds`) or arrays [K, N, 3].
+
+    `matrices`: the distance matrices already computed (a merge of shards); any rr matrix
+    missing from them comes from the reference cache.
+    """
     cfg = config
     if cfg.norm not in metrics.NORM_MODES:
         raise InputError(f"--norm must be one of {', '.join(metrics.NORM_MODES)}, got {cfg.norm!r}")
@@ -188,8 +332,106 @@ def evaluate(samples, reference, config: EvalConfig = EvalConfig(), progress: bo
     from hyperdiffusion.evaluation import evaluate4d
 
     if evaluate4d.is_4d_source(samples) or evaluate4d.is_4d_source(reference):  # sequences (docs/4D.md)
+        if matrices is not None:
+            raise InputError("evaluate --shard: 4D sequences are evaluated unsharded")
         return evaluate4d.evaluate_4d(samples, reference, cfg, progress)
     device = _device(cfg.device)
+    s, r, sets = _protocol_sets(samples, reference, cfg)
+    s_raw, r_raw, s_names, counts, all_names, s_all, s_kind, r_kind = (
+        sets[k] for k in ("s_raw", "r_raw", "s_names", "counts", "all_names", "s_all", "s_kind", "r_kind"))
+    n = len(r)
+    cache = ReferenceCache(cfg.cache)
+    if matrices is None:
+        matrices = distance_matrices(s, r, cfg, device, cache, progress=progress)
+    else:
+        es, er = _emd_clouds(s, r, cfg)
+        kinds = _distance_kinds(cfg, device, s.shape[1], es.shape[1])
+        for d, clouds in (("cd", r), ("emd", er)):
+            if d in kinds and f"{d}_rr" not in matrices:
+                m = cache.get(clouds, kinds[d])
+                if m is None:
+                    raise InputError(f"no shard computed {d}_rr and the reference cache {cfg.cache} has no such "
+                                     "matrix; rerun the shards")
+                matrices = {**matrices, f"{d}_rr": m}
+            elif d in kinds:
+                cache.put(clouds, kinds[d], matrices[f"{d}_rr"])
+    result: dict = {}
+    cd = metrics.set_metrics(matrices["cd_ss"], matrices["cd_sr"], matrices["cd_rr"])
+    result.update(mmd_cd=cd["mmd"], cov_cd=cd["cov"], nna_cd=cd["nna"])
+
+    emd_mode = {"mode": cfg.emd}
+    if cfg.emd == "off":
+        result.update(mmd_emd=None, cov_emd=None, nna_emd=None)
+        emd_mode["reason"] = "disabled with --emd off"
+    else:
+        es, er = _emd_clouds(s, r, cfg)
+        emd_mode.update(points=es.shape[1], ground_cost="squared euclidean" if cfg.emd_squared else "euclidean",
+                        solver="POT network simplex (exact)" if cfg.emd == "exact" else
+                        f"auction, eps-scaling (approx; {asdict(metrics.AuctionConfig())})",
+                        device="cpu" if cfg.emd == "exact" else device)
+        if cfg.emd == "exact":
+            emd_mode["workers"] = metrics.cpu_count() if cfg.workers is None else cfg.workers
+        else:
+            emd_mode["check"] = auction_check(es, er, matrices["emd_sr"], cfg)
+        em = metrics.set_metrics(matrices["emd_ss"], matrices["emd_sr"], matrices["emd_rr"])
+        result.update(mmd_emd=em["mmd"], cov_emd=em["cov"], nna_emd=em["nna"])
+    result.update(_other_metrics(s_raw, r_raw, r, s_all, all_names, cfg, device, n))
+    fpd_mode = result.pop("_fpd_mode")
+    result["modes"] = {
+        "normalisation": cfg.norm,
+        "chamfer": "squared, mean both ways (no sqrt, no 0.5)",
+        "chamfer_backend": metrics.chamfer_backend_name(**{k: v for k, v in _chamfer_settings(device).items()
+                                                           if k != "max_block_bytes"}),
+        "emd": emd_mode,
+        "points": int(s.shape[1]),
+        "n_reference": n,
+        "n_samples_used": n,
+        "n_samples_generated": counts["generated"],
+        "samples_source": s_kind,
+        "reference_source": r_kind,
+        "seed": cfg.seed,
+        "device": device,
+        "fpd": fpd_mode,
+        "novelty": {"train": cfg.train, "split": cfg.train_split} if cfg.train
+        else {"reason": "no training shapes given (--train TRAIN)"},
+        "reference_cache": cache.describe(),
+        "units": "MMD in normalised squared-Chamfer / EMD units; COV and 1-NNA are fractions in [0, 1]",
+    }
+    # Every generated sample accounted for: scored ones, and those without a surface or cloud.
+    result["sample_counts"] = {**counts, "scored": n, "in_novelty": len(all_names) if cfg.train else 0}
+    result["samples"] = s_names
+    result["reference"] = sets["r_names"]
+    return result
+
+
+def auction_check(es: np.ndarray, er: np.ndarray, e_sr: np.ndarray, cfg: EvalConfig) -> dict:
+    """The auction EMD of a seeded subset of sample x reference pairs against the exact solver.
+
+    The auction's proven bound (AuctionConfig): its matching costs at most eps_final x the pair's
+    largest ground cost more than the optimum, so 0 <= auction - exact <= bound on every pair.
+    """
+    n = len(er)
+    k = min(cfg.emd_check_pairs, n * n)
+    if k <= 0:
+        return {"pairs": 0, "reason": "turned off (emd_check_pairs 0)"}
+    flat = np.random.default_rng(cfg.seed).choice(n * n, k, replace=False)
+    pairs = [(int(f // n), int(f % n)) for f in np.sort(flat)]
+    exact = np.array([metrics.emd_exact(es[i], er[j], cfg.emd_squared) for i, j in pairs])
+    approx = np.array([e_sr[i, j] for i, j in pairs])
+    cmax = np.array([metrics._ground_cost(es[i], er[j], cfg.emd_squared).max() for i, j in pairs])
+    bound = metrics.AuctionConfig().eps_final * cmax
+    err = approx - exact
+    return {"pairs": k, "solver": "POT network simplex", "max_abs_error": float(np.abs(err).max()),
+            "mean_abs_error": float(np.abs(err).mean()),
+            "max_rel_error": float((np.abs(err) / np.maximum(exact, 1e-300)).max()),
+            "max_bound": float(bound.max()), "within_bound": bool(np.all(err <= bound + 1e-9 * cmax)
+                                                                  and np.all(err >= -1e-9 * cmax)),
+            "bound": "auction - exact in [0, eps_final x largest ground cost of the pair] (eps-complementary "
+                     "slackness, Bertsekas 1988); float32 on a GPU adds rounding"}
+
+
+def _protocol_sets(samples, reference, cfg: EvalConfig) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(samples, references) normalised under the protocol (equal set sizes), and what else the result needs."""
     s_raw, s_names, s_kind = _as_clouds(samples, cfg.split, cfg)
     r_raw, r_names, r_kind = _as_clouds(reference, cfg.split, cfg)
     counts = sample_counts(samples, len(s_raw))
@@ -205,36 +447,13 @@ def evaluate(samples, reference, config: EvalConfig = EvalConfig(), progress: bo
         s_raw, s_names = s_raw[keep], [s_names[i] for i in keep]
     s = metrics.normalize_clouds(s_raw, cfg.norm)
     r = metrics.normalize_clouds(r_raw, cfg.norm)
+    return s, r, {"s_raw": s_raw, "r_raw": r_raw, "s_names": s_names, "r_names": r_names, "s_kind": s_kind,
+                  "r_kind": r_kind, "counts": counts, "all_names": all_names, "s_all": s_all}
 
-    n = len(r)
+
+def _other_metrics(s_raw, r_raw, r, s_all, all_names, cfg: EvalConfig, device: str, n: int) -> dict:
+    """FPD and novelty (not sharded: one feature pass, and Chamfer to the training set)."""
     result: dict = {}
-    with progress_bar(total=3 * n * n, desc="chamfer", unit="pair", disable=not progress) as bar:
-        d_sr = _pairwise_cd(s, r, device, bar.update)
-        d_ss = _pairwise_cd(s, None, device, bar.update)
-        d_rr = _pairwise_cd(r, None, device, bar.update)
-    cd = metrics.set_metrics(d_ss, d_sr, d_rr)
-    result.update(mmd_cd=cd["mmd"], cov_cd=cd["cov"], nna_cd=cd["nna"])
-
-    emd_mode = {"mode": cfg.emd}
-    if cfg.emd == "off":
-        result.update(mmd_emd=None, cov_emd=None, nna_emd=None)
-        emd_mode["reason"] = "disabled with --emd off"
-    else:
-        es = metrics.subsample_clouds(s, cfg.emd_points, cfg.seed) if cfg.emd_points else s
-        er = metrics.subsample_clouds(r, cfg.emd_points, cfg.seed + 1) if cfg.emd_points else r
-        emd_mode.update(points=es.shape[1], ground_cost="squared euclidean" if cfg.emd_squared else "euclidean",
-                        solver="POT network simplex (exact)" if cfg.emd == "exact" else
-                        f"auction, eps-scaling (approx; {asdict(metrics.AuctionConfig())})",
-                        device="cpu" if cfg.emd == "exact" else device)
-        kw = dict(mode=cfg.emd, squared=cfg.emd_squared, device=device)
-        n_pairs = n * n + n * (n - 1)
-        with progress_bar(total=n_pairs, desc=f"emd ({cfg.emd})", unit="pair", disable=not progress) as bar:
-            e_sr = metrics.pairwise_emd(es, er, progress=bar.update, **kw)
-            e_ss = metrics.pairwise_emd(es, progress=bar.update, **kw)
-            e_rr = metrics.pairwise_emd(er, progress=bar.update, **kw)
-        em = metrics.set_metrics(e_ss, e_sr, e_rr)
-        result.update(mmd_emd=em["mmd"], cov_emd=em["cov"], nna_emd=em["nna"])
-
     from hyperdiffusion.evaluation import fpd as fpd_lib
 
     fpd_path = fpd_lib.DEFAULT_NET if cfg.fpd_net == "default" else cfg.fpd_net
@@ -263,30 +482,7 @@ def evaluate(samples, reference, config: EvalConfig = EvalConfig(), progress: bo
             row["sample"] = name
     else:
         result["novelty"] = None
-
-    result["modes"] = {
-        "normalisation": cfg.norm,
-        "chamfer": "squared, mean both ways (no sqrt, no 0.5)",
-        "chamfer_backend": metrics.chamfer_backend_name(**{k: v for k, v in _chamfer_settings(device).items()
-                                                           if k != "max_block_bytes"}),
-        "emd": emd_mode,
-        "points": int(s.shape[1]),
-        "n_reference": n,
-        "n_samples_used": n,
-        "n_samples_generated": counts["generated"],
-        "samples_source": s_kind,
-        "reference_source": r_kind,
-        "seed": cfg.seed,
-        "device": device,
-        "fpd": fpd_mode,
-        "novelty": {"train": cfg.train, "split": cfg.train_split} if cfg.train
-        else {"reason": "no training shapes given (--train TRAIN)"},
-        "units": "MMD in normalised squared-Chamfer / EMD units; COV and 1-NNA are fractions in [0, 1]",
-    }
-    # Every generated sample accounted for: scored ones, and those without a surface or cloud.
-    result["sample_counts"] = {**counts, "scored": n, "in_novelty": len(all_names) if cfg.train else 0}
-    result["samples"] = s_names
-    result["reference"] = r_names
+    result["_fpd_mode"] = fpd_mode
     return result
 
 
@@ -323,16 +519,72 @@ def format_table(m: dict) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------
+# Shards (hyperdiffusion.shards): rows of the distance matrices
+# ---------------------------------------------------------------------------
+
+def _shard_group(out: str | Path) -> str:
+    return f"evaluate-{safe_name(Path(out).stem)}"
+
+
+def evaluate_shard(samples: str | Path, reference: str | Path, cfg: EvalConfig, out: str | Path, shard,
+                   progress: bool = True) -> bool:
+    """Shard K/N of `evaluate ... --out OUT`: rows K, K + N, ... of every distance matrix, written to
+    OUT's folder/shards/evaluate-<name>/K-of-N/matrices.npz; the last shard merges (writes OUT).
+    Returns True if this call merged."""
+    from hyperdiffusion import shards as sharding
+    from hyperdiffusion.evaluation import evaluate4d
+
+    if evaluate4d.is_4d_source(samples) or evaluate4d.is_4d_source(reference):
+        raise InputError("evaluate --shard: 4D sequences are evaluated unsharded")
+    s, r, _ = _protocol_sets(samples, reference, cfg)
+    rows = shard.take(range(len(r)))
+    mats = distance_matrices(s, r, cfg, _device(cfg.device), ReferenceCache(cfg.cache), rows=rows, progress=progress)
+    folder, group = Path(out).parent, _shard_group(out)
+    save_npz(sharding.shard_dir(folder, group, shard) / "matrices.npz", rows=np.asarray(rows, int), **mats)
+    args = {"samples": str(samples), "reference": str(reference), "out": str(out), "config": asdict(cfg)}
+    return sharding.finish(folder, group, shard, "evaluate", args)
+
+
+def merge_shards(folder: Path, args: dict, count: int) -> dict:
+    """hyperdiffusion.shards merger: the full matrices from the shards' row blocks, then the metrics
+    exactly as an unsharded run computes them from its matrices; writes the metrics.json."""
+    from hyperdiffusion import shards as sharding
+
+    cfg = EvalConfig(**args["config"])
+    blocks = []
+    for k in range(count):
+        z = load_npz(sharding.shard_dir(folder, _shard_group(args["out"]), sharding.Shard(k, count)) / "matrices.npz")
+        blocks.append((z.pop("rows"), z))
+    # An rr matrix some shard found in the cache and another computed: take it from the cache for all.
+    keys = set.intersection(*(set(z) for _, z in blocks))
+    blocks = [(rows, {k: v for k, v in z.items() if k in keys}) for rows, z in blocks]
+    full = assemble_blocks(blocks, sum(len(rows) for rows, _ in blocks))
+    result = evaluate(args["samples"], args["reference"], cfg, progress=False, matrices=full)
+    _write_metrics(args["out"], result, cfg)
+    return result
+
+
+def _write_metrics(out: str | Path, result: dict, cfg: EvalConfig) -> None:
+    result["modes"]["config"] = asdict(cfg)
+    write_json(out, result)
+    print(format_table(result))
+    print(f"wrote {out}")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from hyperdiffusion.shards import resolve_shard
+
     cfg = EvalConfig(norm=args.norm, emd=args.emd, emd_points=args.emd_points, emd_squared=args.emd_squared,
                      n_points=args.points, split=args.split, train_split=args.train_split, seed=args.seed,
-                     device=args.device, fpd_net=args.fpd_net, train=args.train)
+                     device=args.device, fpd_net=args.fpd_net, train=args.train, workers=args.workers,
+                     cache=None if args.no_cache else args.cache, emd_check_pairs=args.emd_check_pairs)
     ensure_writable_dir(Path(args.out).parent)  # fail before the metrics are computed, not after
-    result = evaluate(args.samples, args.reference, cfg)
-    result["modes"]["config"] = asdict(cfg)
-    write_json(args.out, result)
-    print(format_table(result))
-    print(f"wrote {args.out}")
+    shard = resolve_shard(args.shard)
+    if shard is not None:
+        evaluate_shard(args.samples, args.reference, cfg, args.out, shard)
+        return 0
+    _write_metrics(args.out, evaluate(args.samples, args.reference, cfg), cfg)
     return 0
 
 
@@ -359,4 +611,14 @@ def register(subparsers) -> None:
                    "pointnet2_ssg_wo_normals best_model.pth, or none (no FPD)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu or cuda")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes for exact EMD (default: every core); the values do not depend on it")
+    p.add_argument("--cache", default=DEFAULT_CACHE,
+                   help="folder of cached reference x reference matrices, keyed by the clouds' content and the "
+                        "protocol (default: %(default)s)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the reference cache")
+    p.add_argument("--emd-check-pairs", type=int, default=EvalConfig.emd_check_pairs,
+                   help="--emd approx: pairs also solved exactly, the error recorded in metrics.json "
+                        "(default %(default)s)")
+    add_shard_argument(p, "rows of the distance matrices (--out's folder holds shards/)")
     p.set_defaults(func=_cmd_evaluate)

@@ -333,11 +333,15 @@ def subsample_clouds(clouds: np.ndarray, n_points: int, seed: int) -> np.ndarray
 
 def pairwise_emd(a: np.ndarray, b: np.ndarray | None = None, mode: str = "exact", squared: bool = False,
                  device: str = "cpu", auction: AuctionConfig = AuctionConfig(),
-                 pairs_per_batch: int = 16, progress=None) -> np.ndarray:
+                 pairs_per_batch: int = 16, progress=None, rows=None, workers: int | None = 1) -> np.ndarray:
     """EMD between every cloud of `a` and of `b` (`b=None`: symmetric, each pair once).
 
-    mode "exact": POT network simplex per pair on CPU; "approx": batched
-    auction (`emd_auction`) on `device`, mean cost within eps_final x max cost.
+    mode "exact": POT network simplex per pair on CPU, over `workers` processes (None: every
+    core); "approx": batched auction (`emd_auction`) on `device`, mean cost within
+    eps_final x max cost. Every pair is computed on its own, so neither `workers` nor the
+    batching changes a value. `rows` (a shard's rows of `a`, hyperdiffusion.shards): only
+    those rows, as a block [len(rows), L]; when symmetric the block holds the pairs j > i
+    only (0 elsewhere) and U + U.T of the assembled blocks is the full matrix.
     """
     same = b is None
     a = np.asarray(a, np.float64)
@@ -345,11 +349,12 @@ def pairwise_emd(a: np.ndarray, b: np.ndarray | None = None, mode: str = "exact"
     progress = progress or (lambda _n: None)
     if mode not in ("exact", "approx"):
         raise ValueError(f"unknown EMD mode {mode!r} for a matrix; choose 'exact' or 'approx'")
-    pairs = [(i, j) for i in range(len(a)) for j in range(len(b)) if not same or j > i]
-    out = np.zeros((len(a), len(b)))
+    row_ids = range(len(a)) if rows is None else [int(i) for i in rows]
+    pairs = [(k, i, j) for k, i in enumerate(row_ids) for j in range(len(b)) if not same or j > i]
+    out = np.zeros((len(row_ids), len(b)))
     if mode == "exact":
-        for i, j in pairs:
-            out[i, j] = emd_exact(a[i], b[j], squared)
+        for k, j, value in _emd_exact_pairs(a, b, pairs, squared, workers):
+            out[k, j] = value
             progress(1)
     else:
         dtype = torch.float64 if torch.device(device).type == "cpu" else torch.float32
@@ -357,14 +362,57 @@ def pairwise_emd(a: np.ndarray, b: np.ndarray | None = None, mode: str = "exact"
         tb = torch.as_tensor(b, dtype=dtype, device=device)
         for s in range(0, len(pairs), pairs_per_batch):
             chunk = pairs[s:s + pairs_per_batch]
-            ii = torch.tensor([p[0] for p in chunk], device=device)
-            jj = torch.tensor([p[1] for p in chunk], device=device)
+            ii = torch.tensor([p[1] for p in chunk], device=device)
+            jj = torch.tensor([p[2] for p in chunk], device=device)
             vals = emd_auction(ta[ii], tb[jj], squared, auction).double().cpu().numpy()
-            out[[p[0] for p in chunk], [p[1] for p in chunk]] = vals
+            out[[p[0] for p in chunk], [p[2] for p in chunk]] = vals
             progress(len(chunk))
-    if same:
+    if same and rows is None:
         out = out + out.T  # diagonal stays 0: EMD of a cloud to itself
     return out
+
+
+def cpu_count() -> int:
+    """Cores this process may use (the affinity mask, as a batch scheduler sets it)."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+_POOL_CLOUDS: tuple = ()  # (a, b) of the pool's matrix, inherited by forked workers
+
+
+def _emd_pair_chunk(chunk, squared):
+    a, b = _POOL_CLOUDS
+    return [(k, j, emd_exact(a[i], b[j], squared)) for k, i, j in chunk]
+
+
+def _emd_exact_pairs(a, b, pairs, squared, workers):
+    """Yield (k, j, exact EMD of a[i], b[j]) for (k, i, j) in pairs; over processes when workers > 1.
+
+    POT's network simplex holds the GIL (threads do not help), so the pairs go to forked
+    processes, which inherit the clouds instead of receiving a copy per task.
+    """
+    workers = cpu_count() if workers is None else max(1, int(workers))
+    if workers == 1 or len(pairs) < 2:
+        for k, i, j in pairs:
+            yield k, j, emd_exact(a[i], b[j], squared)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    import ot  # noqa: F401  imported once here, not in every worker
+
+    global _POOL_CLOUDS
+    size = max(1, min(64, len(pairs) // (8 * workers)))  # small tasks: balanced, with steady progress
+    _POOL_CLOUDS = (a, b)
+    try:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = [pool.submit(_emd_pair_chunk, pairs[s:s + size], squared) for s in range(0, len(pairs), size)]
+            for f in as_completed(futures):
+                yield from f.result()
+    finally:
+        _POOL_CLOUDS = ()
 
 
 # ---------------------------------------------------------------------------

@@ -44,6 +44,9 @@ import torch.nn.functional as F
 from hyperdiffusion.io import InputError, ensure_writable_dir, load_safetensors, save_safetensors, write_json
 from hyperdiffusion.fields.mlp import MLPConfig, batched_forward, default_init, save_weight_set
 from hyperdiffusion.progress import progress as progress_bar
+from hyperdiffusion.shards import Shard, add_shard_argument
+
+FIRST_WEIGHTS_WAIT_S = 48 * 3600  # how long shards 1..N-1 wait for shard 0's first-weights fit
 
 # --------------------------------------------------------------------------- configuration
 
@@ -431,13 +434,27 @@ def _fit_chunk(path: Path, names: list[str], init: torch.Tensor, dataset_root: P
 
 def fit_dataset(dataset: str | Path, out: str | Path, cfg: FitConfig = FitConfig(), mlp: MLPConfig = MLPConfig(),
                 split: str = "train", batch_shapes: int = 16, device: str = "auto", precision: str = "fp32",
-                limit: int | None = None, progress: bool = True) -> Path:
+                limit: int | None = None, progress: bool = True, shard: Shard | str | None = None,
+                first_only: bool = False, merge_only: bool = False) -> Path | None:
     """Fit every shape of `split` ("train", "all", or "train,val") of a prepared dataset; return weights path.
 
     Resumable: each batch of shapes is written to OUT/chunks/ when it finishes and is read
     back instead of refitted when the same command runs again. Progress is shown in
     shape-epochs over the whole stage (`_FitProgress`).
+
+    Sharded (`shard` K/N, or RANK/WORLD_SIZE under torchrun; hyperdiffusion.shards): the
+    first-weights fit happens once, in shard 0, which writes OUT/chunks/first.safetensors
+    atomically; the other shards wait for that file (or find it made beforehand with
+    `first_only`), then fit chunks K, K + N, ... Chunk files are named by their global index,
+    so shards never write the same file; the last shard to finish merges (`merge_only`: read
+    every chunk back, fit nothing, write weights.safetensors and fit_quality.json as an
+    unsharded run does). Returns None for a shard that did not merge.
     """
+    from hyperdiffusion import shards as sharding
+
+    shard = sharding.resolve_shard(shard) if not merge_only else None
+    run_args = {"dataset": str(dataset), "cfg": cfg.to_dict(), "mlp": mlp.to_dict(), "split": split,
+                "batch_shapes": batch_shapes, "precision": precision, "limit": limit}
     dataset_root = Path(dataset)
     ds = _open_dataset(dataset_root)
     mlp = _mlp_for_dataset(dataset_root, mlp)
@@ -445,7 +462,7 @@ def fit_dataset(dataset: str | Path, out: str | Path, cfg: FitConfig = FitConfig
     dev = _pick_device(device)
     if precision not in ("fp32", "bf16"):
         raise InputError(f"--precision {precision}: choose fp32 or bf16")
-    if precision == "bf16" and dev.type != "cuda":
+    if precision == "bf16" and dev.type != "cuda" and not merge_only:  # a merge only reads chunks back
         raise InputError("--precision bf16 is for CUDA devices; use fp32 on the CPU")
     names = _names(ds, split)
     if limit is not None:
@@ -461,6 +478,16 @@ def fit_dataset(dataset: str | Path, out: str | Path, cfg: FitConfig = FitConfig
     rest = [n for n in names if not (cfg.first_weights and n == init_name)]
     plan += [(chunks / f"chunk_{i // batch_shapes:05d}.safetensors", rest[i:i + batch_shapes])
              for i in range(0, len(rest), batch_shapes)]
+    n_first = int(cfg.first_weights)
+    if merge_only and [p for p, _ in plan if not p.is_file()]:
+        raise InputError(f"{chunks}: {', '.join(p.name for p, _ in plan if not p.is_file())} missing; a shard "
+                         "has not finished")
+    if first_only and not cfg.first_weights:
+        raise InputError("--first-weights-only with first weights turned off: nothing to fit")
+    if shard is not None and cfg.first_weights and shard.index != 0 and not plan[0][0].is_file():
+        sharding.wait_for(plan[0][0], f"the first-weights fit, done once by shard 0/{shard.count}", FIRST_WEIGHTS_WAIT_S)
+    if shard is not None or first_only:  # every shard reads the first weights back, then fits its own chunks
+        plan = plan[:n_first] + ([] if first_only else shard.take(plan[n_first:]))
     todo_epochs = sum(len(batch) * cfg.max_epochs for path, batch in plan if not path.is_file())
     generator = torch.Generator().manual_seed(cfg.seed)
     init = default_init(mlp, 1, generator)[0]
@@ -481,6 +508,12 @@ def fit_dataset(dataset: str | Path, out: str | Path, cfg: FitConfig = FitConfig
             if counted:
                 fitted.update({n: (w[j], q[j]) for j, n in enumerate(batch)})
 
+    if first_only:
+        print(f"first weights ({init_name}) -> {plan[0][0]}")
+        return plan[0][0]
+    if shard is not None:
+        merged = sharding.finish(out, "fit", shard, "fit", run_args)
+        return out / "weights.safetensors" if merged else None
     weights = torch.stack([fitted[n][0] for n in names])
     quality = {n: fitted[n][1] for n in names}
     extra = {"stage": "fit", "fit": cfg.to_dict(), "dataset": str(dataset_root), "split": split,
@@ -494,6 +527,12 @@ def fit_dataset(dataset: str | Path, out: str | Path, cfg: FitConfig = FitConfig
     write_json(out / "fit_quality.json", {"summary": summary, "config": extra, "shapes": quality})
     print(format_summary(summary))
     return out / "weights.safetensors"
+
+
+def merge_shards(out: Path, args: dict[str, Any], count: int) -> Path:
+    """hyperdiffusion.shards merger: the unsharded outputs from the chunks every shard wrote."""
+    return fit_dataset(args["dataset"], out, FitConfig(**args["cfg"]), MLPConfig.from_dict(args["mlp"]), args["split"],
+                       args["batch_shapes"], "cpu", args["precision"], args["limit"], progress=False, merge_only=True)
 
 
 def summarise(quality: dict[str, dict]) -> dict[str, Any]:
@@ -545,6 +584,9 @@ def register(subparsers) -> None:
     p.add_argument("--schedule", choices=["plateau", "cosine"], default=None,
                    help="lr schedule: plateau (paper) or cosine over --max-epochs")
     p.add_argument("--no-progress", action="store_true", help="no progress display")
+    add_shard_argument(p, "chunks of shapes (shard 0 fits the first weights; the others wait for them)")
+    p.add_argument("--first-weights-only", action="store_true",
+                   help="fit only OUT/chunks/first.safetensors (before shards on machines without a shared folder)")
     p.set_defaults(func=_main)
 
 
@@ -561,5 +603,5 @@ def _main(args: argparse.Namespace) -> int:
     if args.batch_shapes < 1:
         raise InputError("--batch-shapes must be at least 1")
     fit_dataset(args.dataset, args.out, cfg, mlp, args.split, args.batch_shapes, args.device, args.precision,
-                args.limit, progress=not args.no_progress)
+                args.limit, progress=not args.no_progress, shard=args.shard, first_only=args.first_weights_only)
     return 0

@@ -30,6 +30,7 @@ from hyperdiffusion.io import (InputError, atomic_path, ensure_writable_dir, rea
                                write_json)
 from hyperdiffusion.fields.mlp import MLPConfig, WeightSet, load_weight_set, positional_encoding, split_weights
 from hyperdiffusion.progress import progress as progress_bar
+from hyperdiffusion.shards import add_shard_argument
 
 FORMATS = ("ply", "obj", "glb")
 STATUSES = ("ok", "empty", "full", "non-finite")  # per name in mesh.json
@@ -165,12 +166,20 @@ def surface_cloud(mesh: trimesh.Trimesh, n: int, seed: int) -> np.ndarray:
 
 
 def mesh_weights(weights: str | Path, out: str | Path, cfg: MeshConfig = MeshConfig(), device: str = "auto",
-                 progress: bool = True) -> dict[str, str]:
+                 progress: bool = True, shard=None) -> dict[str, str]:
     """Write OUT/meshes/<name>.<format>, OUT/clouds/<name>.npy and OUT/mesh.json; return name -> status.
 
     Resumable: names already recorded in mesh.json with their files present are skipped.
+    Sharded (`shard` K/N or torchrun, hyperdiffusion.shards): shard K meshes names K, K + N, ... of the
+    weight set (files per name, cloud seeds by the name's global index, as unsharded) and keeps its
+    status in OUT/shards/mesh/K-of-N/mesh.json; the last shard merges them into OUT/mesh.json.
     """
+    from hyperdiffusion import shards as sharding
+
+    shard = sharding.resolve_shard(shard)
     ws = load_weight_set(weights)
+    if ws.mlp.in_dim == 4 and shard is not None:
+        raise InputError("mesh --shard: 4D weight sets are meshed unsharded")
     if ws.mlp.in_dim == 4:  # 4D MLPs: one mesh per frame, animated GLB and preview (mesh4d.py)
         from hyperdiffusion.fields.mesh4d import mesh_weights_4d
 
@@ -178,17 +187,18 @@ def mesh_weights(weights: str | Path, out: str | Path, cfg: MeshConfig = MeshCon
     out = ensure_writable_dir(out)
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                        ("cpu" if device == "auto" else device))
-    status_path = out / "mesh.json"
+    status_path = out / "mesh.json" if shard is None else sharding.shard_dir(out, "mesh", shard) / "mesh.json"
     record = {"config": asdict(cfg), "level_logit": cfg.logit, "weights": str(weights), "status": {}}
     if status_path.exists():
         old = read_json(status_path)
         if old.get("config") != record["config"]:
             raise InputError(f"{status_path}: written with other settings; use a new output folder")
         record["status"] = {n: s for n, s in old.get("status", {}).items() if s != "ok" or _files_exist(out, n, cfg)}
-    todo = [n for n in ws.names if n not in record["status"]]
+    mine = ws.names if shard is None else shard.take(ws.names)
+    todo = [n for n in mine if n not in record["status"]]
     index = {n: i for i, n in enumerate(ws.names)}
     t0 = time.perf_counter()
-    with progress_bar(total=len(ws.names), initial=len(ws.names) - len(todo), desc="mesh", unit="shape",
+    with progress_bar(total=len(mine), initial=len(mine) - len(todo), desc="mesh", unit="shape",
                       disable=not progress) as bar:
         for start in range(0, len(todo), cfg.batch_shapes):
             names = todo[start:start + cfg.batch_shapes]
@@ -207,7 +217,27 @@ def mesh_weights(weights: str | Path, out: str | Path, cfg: MeshConfig = MeshCon
     record["seconds"] = round(time.perf_counter() - t0, 2)
     write_json(status_path, record)
     counts = status_counts(record["status"])
-    print("meshes: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES) + f" -> {out}")
+    print("meshes: " + ", ".join(f"{counts[s]} {s}" for s in STATUSES) + f" -> {out}"
+          + (f" (shard {shard})" if shard is not None else ""))
+    if shard is not None:
+        sharding.finish(out, "mesh", shard, "mesh", {"weights": str(weights), "config": asdict(cfg)})
+    return record["status"]
+
+
+def merge_shards(out: Path, args: dict, count: int) -> dict[str, str]:
+    """hyperdiffusion.shards merger: OUT/mesh.json from the shards' status files (meshes and clouds are
+    already in OUT, one file per name). Names in weight-set order, as an unsharded run records them."""
+    from hyperdiffusion import shards as sharding
+
+    ws = load_weight_set(args["weights"])
+    parts = [read_json(sharding.shard_dir(out, "mesh", sharding.Shard(k, count)) / "mesh.json") for k in range(count)]
+    status = {n: s for p in parts for n, s in p["status"].items()}
+    if set(status) != set(ws.names):
+        raise InputError(f"{out}: the mesh shards cover {len(status)} of {len(ws.names)} names")
+    record = {**{k: parts[0][k] for k in ("config", "level_logit", "weights")},
+              "status": {n: status[n] for n in ws.names},
+              "seconds": round(sum(p.get("seconds", 0.0) for p in parts), 2), "shards": count}
+    write_json(out / "mesh.json", record)
     return record["status"]
 
 
@@ -239,6 +269,7 @@ def register(subparsers) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
+    add_shard_argument(p, "shapes")
     p.set_defaults(func=_main)
 
 
@@ -249,5 +280,5 @@ def _main(args: argparse.Namespace) -> int:
         raise InputError("--device cuda: no CUDA device is available")
     cfg = MeshConfig(res=args.res, level=args.level, level_logit=args.level_logit, n_points=args.n_points,
                      format=args.format, chunk=args.chunk, batch_shapes=args.batch_shapes, seed=args.seed)
-    mesh_weights(args.weights, args.out, cfg, args.device, progress=not args.no_progress)
+    mesh_weights(args.weights, args.out, cfg, args.device, progress=not args.no_progress, shard=args.shard)
     return 0
