@@ -125,19 +125,19 @@ def test_ddim_inversion_then_decoding_reconstructs_a_and_b():
 
 def test_completion_guidance_pulls_the_surface_to_the_observed_points(two_classes):
     """Same seed, same noise: with reconstruction guidance the decoded MLPs' logits at the observed
-    points are much closer to the surface level than without."""
+    points are far closer to the surface level than without (median over 4 samples, > 10x)."""
     from hyperdiffusion.diffusion.complete import CompleteConfig, complete_weights, level_error
 
     _, out = two_classes
     g = torch.Generator().manual_seed(0)
     pts = torch.nn.functional.normalize(torch.randn(200, 3, generator=g), dim=1) * 0.4
     pts = pts[pts[:, 2] > 0].numpy()  # the front half of a sphere
-    cfg = CompleteConfig(n=3, strength=0.0, ddim_steps=20, device="cpu", seed=1)
+    cfg = CompleteConfig(n=4, strength=0.0, ddim_steps=20, device="cpu", seed=1)
     plain, _ = complete_weights(out, pts, cfg)
-    guided, _ = complete_weights(out, pts, replace(cfg, strength=3000.0))
+    guided, _ = complete_weights(out, pts, replace(cfg, strength=1000.0))
     err_plain = level_error(plain, torch.as_tensor(pts)[None], MLP, 0.0)
     err_guided = level_error(guided, torch.as_tensor(pts)[None], MLP, 0.0)
-    assert (err_guided < 0.5 * err_plain).all(), (err_plain, err_guided)
+    assert err_guided.median() < 0.1 * err_plain.median(), (err_plain, err_guided)
 
 
 def test_interpolate_and_complete_commands_write_their_files(two_classes, tmp_path):
