@@ -117,11 +117,9 @@ def _read_cloud(file: Path, n_points: int, rng: np.random.Generator) -> np.ndarr
 # ---------------------------------------------------------------------------
 
 def _device(name: str) -> str:
-    import torch
+    from hyperdiffusion.diffusion.runtime import resolve_device  # LOCAL_RANK's GPU under torchrun (shards)
 
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    return str(resolve_device(name))
 
 
 def _chamfer_settings(device: str) -> dict:
@@ -245,7 +243,9 @@ def _distance_kinds(cfg: EvalConfig, device: str, points: int, emd_points: int) 
         kinds["emd"] = {"distance": "emd", "mode": cfg.emd, "squared": cfg.emd_squared, "norm": cfg.norm,
                         "points": emd_points, "subsample_seed": cfg.seed + 1 if cfg.emd_points else None}
         if cfg.emd == "approx":
-            kinds["emd"].update(auction=asdict(metrics.AuctionConfig()), device=str(device))
+            import torch
+
+            kinds["emd"].update(auction=asdict(metrics.AuctionConfig()), device=torch.device(device).type)
     return kinds
 
 

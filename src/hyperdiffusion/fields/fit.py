@@ -371,11 +371,9 @@ def _mlp_for_dataset(dataset_root: Path, mlp: MLPConfig) -> MLPConfig:
 
 
 def _pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available")
-    return torch.device(device)
+    from hyperdiffusion.diffusion.runtime import resolve_device  # LOCAL_RANK's GPU under torchrun (shards)
+
+    return resolve_device(device)
 
 
 class _FitProgress:

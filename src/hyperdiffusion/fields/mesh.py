@@ -185,8 +185,9 @@ def mesh_weights(weights: str | Path, out: str | Path, cfg: MeshConfig = MeshCon
 
         return mesh_weights_4d(weights, out, cfg, device, progress)
     out = ensure_writable_dir(out)
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
+    from hyperdiffusion.diffusion.runtime import resolve_device  # LOCAL_RANK's GPU under torchrun (shards)
+
+    dev = resolve_device(device)
     status_path = out / "mesh.json" if shard is None else sharding.shard_dir(out, "mesh", shard) / "mesh.json"
     record = {"config": asdict(cfg), "level_logit": cfg.logit, "weights": str(weights), "status": {}}
     if status_path.exists():
