@@ -547,16 +547,16 @@ def _train(data: str | Path, out_dir: str | Path, cfg: TrainConfig, device: torc
             epoch, k = divmod(step, steps_per_epoch)
             idx = epoch_order(n, cfg.seed, epoch)[k * cfg.batch_size:(k + 1) * cfg.batch_size]
             t, noise = step_randomness(cfg.seed, step, len(idx), tset.sample_shape, diffusion.num_timesteps)
+            labels = None if cond is None else cond.batch_labels(idx, step, cfg.seed)  # classifier-free guidance
             if dd.active:
-                idx, t, noise, share = rank_share(dd, idx, t, noise)
+                idx, t, noise, labels, share = rank_share(dd, idx, t, noise, labels)
             x0 = x_all[idx.to(device)]
             with autocast_context(cfg.precision, device):
+                net = with_labels(model, labels)  # the model itself when unconditional
                 if ddp_loss is not None:  # the same loss, through DDP's forward so that backward syncs
-                    loss = ddp_loss(x0, t.to(device), noise.to(device))
+                    loss = ddp_loss(x0, t.to(device), noise.to(device), net)
                 else:
-                    net = model if cond is None else with_labels(
-                    model, cond.batch_labels(idx, step, cfg.seed))  # classifier-free guidance training
-                loss = model_loss(net, diffusion, x0, t.to(device), noise.to(device))
+                    loss = model_loss(net, diffusion, x0, t.to(device), noise.to(device))
             opt.zero_grad(set_to_none=True)
             if dd.active:
                 # DDP averages gradients over ranks; weighting each rank's mean loss by its share of
