@@ -462,6 +462,10 @@ def fit_dataset(dataset: str | Path, out: str | Path, cfg: FitConfig = FitConfig
         raise InputError(f"--precision {precision}: choose fp32 or bf16")
     if precision == "bf16" and dev.type != "cuda" and not merge_only:  # a merge only reads chunks back
         raise InputError("--precision bf16 is for CUDA devices; use fp32 on the CPU")
+    if precision == "bf16" and dev.type == "cuda":
+        from hyperdiffusion.diffusion.runtime import require_bf16
+
+        require_bf16(dev)  # a GPU before Ampere has no bf16: say so before hours of fitting
     names = _names(ds, split)
     if limit is not None:
         names = names[:limit]
