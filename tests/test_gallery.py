@@ -41,3 +41,20 @@ def test_gallery_reports_a_broken_asset(tmp_path):
     (run / "web" / "three.min.js").unlink()
     dom = dump_dom((run / "index.html").as_uri(), tmp_path / "profile")
     assert 'data-errors="0"' not in dom
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed")
+def test_gallery_plays_an_animation(tmp_path):
+    # A 4D entry (per-frame meshes with their own topology, an empty frame kept in place) is played
+    # frame after frame on the page's timer.
+    run = tmp_path / "run"
+    frames = [trimesh.creation.box().apply_translation([0.2 * k, 0, 0]) for k in range(3)] + [None]
+    frames.insert(1, trimesh.creation.icosphere(1))
+    write_gallery(run, "Animated", [], {"walker": frames, "still": trimesh.creation.box()})
+    payload = (run / "web" / "meshes.js").read_text()
+    assert payload.count('"v":') == 5 and '"frames":' in payload and "null" in payload
+    dom = dump_dom((run / "index.html").as_uri(), tmp_path / "profile")
+    assert 'data-status="ok"' in dom and 'data-errors="0"' in dom, dom[:500]
+    ticks = re.search(r'data-ticks="(\d+)"', dom)
+    assert ticks and int(ticks.group(1)) >= 5, dom[:500]  # ~8 frames a second over the 4 s virtual budget
+    assert re.search(r'<span id="frame">frame \d / 5</span>', dom)
