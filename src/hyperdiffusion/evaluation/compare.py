@@ -117,8 +117,12 @@ def run_hd(dataset: Path, folder: Path, n: int, p: ComparePreset, cfg: CompareCo
     fc = replace(FIT_PRESETS[p.fit_preset], seed=cfg.seed)
     if p.fit_epochs is not None:
         fc = replace(fc, max_epochs=p.fit_epochs)
+    from hyperdiffusion.fields.fit_eval import ScoreConfig
+
+    # Fit quality: evaluation-set IoU only; mesh scores (~5 s a paper MLP at 128^3 on a CPU) are `fit`'s job.
     weights = _timed(folder, "fit", lambda: fit_dataset(dataset, folder / "mlps", fc, split="train",
-                                                        device=cfg.device, progress=False))
+                                                        device=cfg.device, progress=False,
+                                                        scores=ScoreConfig(mesh_res=0)))
     tc = _train_config(cfg.hd_preset or p.hd_train, p, cfg)
     _timed(folder, "train", lambda: train(weights, folder / "train", tc, progress=False))
     return _sample(folder, folder / "train", n, p, cfg)

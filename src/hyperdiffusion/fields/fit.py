@@ -8,9 +8,11 @@ on the epoch loss (factor 0.8, patience 10, threshold 0, min lr 1e-5), early sto
 averaging only rescales the loss; Adam is invariant to that scale except through eps
 (1e-8), whose relative size shrinks by 2048x, so we keep the sum as the official code.
 
-"First weights" initialisation: the first train shape (sorted by name, so it does not
-depend on directory-listing order) is fitted alone from PyTorch's default init with a
-fixed seed; every other shape starts from its final weights.
+"First weights" initialisation (`init="first"`): the first train shape (sorted by name, so
+it does not depend on directory-listing order) is fitted alone from PyTorch's default init
+with a fixed seed; every other shape starts from its final weights. `init="random"` (the
+paper's ablation) starts every shape from its own default init, seeded by (seed, name) so
+it does not depend on batching.
 
 The fast path no library gives: many shapes are optimised together as one [B, P]
 weight matrix (`mlp.batched_forward`, one baddbmm per layer) by a hand-written batched
@@ -24,7 +26,10 @@ weights (up to float rounding in the matrix kernels) whether fitted alone or in 
 Fit quality is measured on held-out samples: a fixed random 10 % of each shape's
 near-surface and of its uniform samples are never drawn for training (the official code
 trains on all 200k and reports no fit quality). IoU of (logit > 0) against the labels is
-reported separately for the uniform and the near-surface points.
+reported separately for the uniform and the near-surface points, with a 95 % interval.
+Those few hundred inside points make a noisy score, so datasets prepared with an
+evaluation set (eval.npz) are also scored on it: volume IoU with its interval and the
+Occupancy Networks mesh scores (fields/fit_eval.py).
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ import torch
 import torch.nn.functional as F
 
 from hyperdiffusion.io import InputError, ensure_writable_dir, load_safetensors, save_safetensors, write_json
+from hyperdiffusion.evaluation.surface_scores import volume_iou
+from hyperdiffusion.fields.fit_eval import ScoreConfig, eval_stamp, format_scores, score_fits, summarise_scores
 from hyperdiffusion.fields.mlp import MLPConfig, batched_forward, default_init, save_weight_set
 from hyperdiffusion.progress import progress as progress_bar
 from hyperdiffusion.shards import Shard, add_shard_argument
@@ -49,6 +56,8 @@ from hyperdiffusion.shards import Shard, add_shard_argument
 FIRST_WEIGHTS_WAIT_S = 48 * 3600  # how long shards 1..N-1 wait for shard 0's first-weights fit
 
 # --------------------------------------------------------------------------- configuration
+
+INITS = ("first", "random")  # how each MLP starts (module docstring)
 
 
 @dataclass(frozen=True)
@@ -67,7 +76,7 @@ class FitConfig:
     plateau_threshold: float = 0.0  # relative, as PyTorch's default threshold_mode="rel"
     min_lr: float = 1e-5
     early_stop_patience: int = 50  # epochs without a new best epoch loss
-    first_weights: bool = True  # start every shape from the first train shape's fit
+    init: str = "first"  # "first": every shape starts from the first train shape's fit; "random": its own
     keep: str = "final"  # "final" (official) or "best" (weights at the best epoch loss)
     # "plateau": the paper's ReduceLROnPlateau. "cosine": lr follows a half cosine from `lr` to
     # `min_lr` over max_epochs, for a fixed short budget (the plateau rule barely lowers the lr
@@ -79,10 +88,16 @@ class FitConfig:
     def __post_init__(self):
         if self.schedule not in ("plateau", "cosine"):
             raise ValueError(f"schedule must be 'plateau' or 'cosine', not {self.schedule!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, not {self.init!r}")
         if self.keep not in ("final", "best"):
             raise ValueError(f"keep must be 'final' or 'best', not {self.keep!r}")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ValueError("holdout_fraction must be in [0, 1)")
+
+    @property
+    def first_weights(self) -> bool:
+        return self.init == "first"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -234,14 +249,16 @@ def _autocast(device: torch.device, precision: str):
 def fit_shapes(shapes: list[ShapeSamples], init: torch.Tensor, cfg: FitConfig, mlp: MLPConfig,
                device: str | torch.device = "cpu", precision: str = "fp32",
                on_epoch: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, list[FitRecord]]:
-    """Fit B shapes together from the same initial vector `init` [P]; return ([B, P] weights, records).
+    """Fit B shapes together from `init`: one vector [P] for all, or one per shape [B, P]; return
+    ([B, P] weights, records).
 
     `on_epoch(epoch, n_active)` is called after each epoch (progress display).
     """
     device = torch.device(device)
     n_shapes, n_params = len(shapes), mlp.n_params
     gens = [torch.Generator().manual_seed(stable_seed(cfg.seed, s.name, "draw")) for s in shapes]
-    weights = init.reshape(1, -1).to(device, torch.float32).repeat(n_shapes, 1).requires_grad_()
+    start = init.reshape(-1, n_params).to(device, torch.float32)
+    weights = (start.repeat(n_shapes, 1) if len(start) == 1 else start.clone()).requires_grad_()
     best_weights = weights.detach().clone() if cfg.keep == "best" else None
     adam = BatchedAdam(n_shapes, n_params, cfg.beta1, cfg.beta2, cfg.eps, device)
     sched = PlateauSchedules(n_shapes, cfg)
@@ -310,6 +327,9 @@ def fit_quality(weights: torch.Tensor, shapes: list[ShapeSamples], mlp: MLPConfi
         for key, sel in (("iou_uniform", ~s.eval_surface), ("iou_surface", s.eval_surface)):
             row[key] = iou(pred[sel], true[sel])
             row["n_" + key[4:]] = int(sel.sum())
+            if s.eval_frame is None:  # 3D: how far this held-out score could move (surface_scores.py)
+                ci = volume_iou(pred[sel].numpy(), true[sel].numpy())
+                row[key + "_ci"], row["n_" + key[4:] + "_inside"] = [ci["ci_low"], ci["ci_high"]], ci["n_inside"]
         if s.eval_frame is not None:  # a 4D sequence: IoU per frame, mean and worst frame
             from hyperdiffusion.fields.fit4d import frame_quality
 
@@ -412,29 +432,48 @@ class _FitProgress:
 
 def _fit_chunk(path: Path, names: list[str], init: torch.Tensor, dataset_root: Path, cfg: FitConfig,
                mlp: MLPConfig, device, precision: str, stamp: dict,
-               on_epoch: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, list[dict]]:
-    """Fit `names` together and write them to `path`; or read them back if a previous run did."""
+               on_epoch: Callable[[int, int], None] | None = None,
+               scores: ScoreConfig | None = None) -> tuple[torch.Tensor, list[dict]]:
+    """Fit `names` together and write them to `path`; or read them back if a previous run did.
+
+    Evaluation-set scores (`scores`; 3D only) are recorded with what they depend on, and are
+    recomputed from the stored weights, without refitting, when that changed (an evaluation
+    set added by a `prepare` rerun, other score settings)."""
+    score = scores is not None and mlp.in_dim == 3
+    wanted = eval_stamp(dataset_root, names, scores) if score else None
     if path.is_file():
         tensors, meta = load_safetensors(path)
         if meta.get("names") != names or meta.get("stamp") != stamp:
             raise InputError(f"{path}: written by a run with other shapes or settings; use a new output folder")
-        return tensors["weights"], meta["quality"]
+        weights, quality = tensors["weights"], meta["quality"]
+        if score and meta.get("scores") != wanted:
+            quality = [{**q, **r} for q, r in zip(quality, score_fits(weights, names, dataset_root, mlp, scores,
+                                                                       device))]
+            save_safetensors(path, {"weights": weights}, {**meta, "quality": quality, "scores": wanted})
+        return weights, quality
     t0 = time.perf_counter()
     shapes = [_load(dataset_root, n, cfg, mlp) for n in names]
     weights, records = fit_shapes(shapes, init, cfg, mlp, device, precision, on_epoch)
-    quality = [{**asdict(r), **q} for r, q in zip(records, fit_quality(weights, shapes, mlp, device))]
     seconds = time.perf_counter() - t0
+    quality = [{**asdict(r), **q} for r, q in zip(records, fit_quality(weights, shapes, mlp, device))]
+    if score:
+        quality = [{**q, **r} for q, r in zip(quality, score_fits(weights, names, dataset_root, mlp, scores, device))]
     for q in quality:
-        q["batch_seconds"] = round(seconds, 2)
-    save_safetensors(path, {"weights": weights}, {"names": names, "stamp": stamp, "quality": quality})
+        q["batch_seconds"] = round(seconds, 2)  # fitting only, without the scoring
+    save_safetensors(path, {"weights": weights}, {"names": names, "stamp": stamp, "quality": quality,
+                                                  "scores": wanted})
     return weights, quality
 
 
 def fit_dataset(dataset: str | Path, out: str | Path, cfg: FitConfig = FitConfig(), mlp: MLPConfig = MLPConfig(),
                 split: str = "train", batch_shapes: int = 16, device: str = "auto", precision: str = "fp32",
                 limit: int | None = None, progress: bool = True, shard: Shard | str | None = None,
-                first_only: bool = False, merge_only: bool = False) -> Path | None:
+                first_only: bool = False, merge_only: bool = False,
+                scores: ScoreConfig | None = ScoreConfig()) -> Path | None:
     """Fit every shape of `split` ("train", "all", or "train,val") of a prepared dataset; return weights path.
+
+    `scores`: how the fits are scored on the dataset's evaluation set (fit_eval.py; None: the
+    held-out IoU only).
 
     Resumable: each batch of shapes is written to OUT/chunks/ when it finishes and is read
     back instead of refitted when the same command runs again. Progress is shown in
@@ -452,7 +491,8 @@ def fit_dataset(dataset: str | Path, out: str | Path, cfg: FitConfig = FitConfig
 
     shard = sharding.resolve_shard(shard) if not merge_only else None
     run_args = {"dataset": str(dataset), "cfg": cfg.to_dict(), "mlp": mlp.to_dict(), "split": split,
-                "batch_shapes": batch_shapes, "precision": precision, "limit": limit}
+                "batch_shapes": batch_shapes, "precision": precision, "limit": limit,
+                "scores": scores.to_dict() if scores is not None else None}
     dataset_root = Path(dataset)
     ds = _open_dataset(dataset_root)
     mlp = _mlp_for_dataset(dataset_root, mlp)
@@ -474,6 +514,8 @@ def fit_dataset(dataset: str | Path, out: str | Path, cfg: FitConfig = FitConfig
     train = sorted(ds.names("train"))
     stamp = {"fit": cfg.to_dict(), "mlp": mlp.to_dict(), "precision": precision}
     chunks = out / "chunks"
+    if mlp.in_dim == 3 and scores is not None and not merge_only:
+        _warn_missing_eval_sets(dataset_root, names)
     # First weights: the first train shape alone from a seeded default init (REFERENCE.md).
     init_name = (train or names)[0]
     plan: list[tuple[Path, list[str]]] = [(chunks / "first.safetensors", [init_name])] if cfg.first_weights else []
@@ -503,8 +545,9 @@ def fit_dataset(dataset: str | Path, out: str | Path, cfg: FitConfig = FitConfig
             counted = not first or init_name in names  # the first-weights shape may not be in the split
             if path.is_file() and counted:
                 tracker.chunk_read_back(len(batch))
-            w, q = _fit_chunk(path, batch, init, dataset_root, cfg, mlp, dev, precision, stamp,
-                              tracker.epoch_callback(len(batch), label, counted))
+            start = init if cfg.first_weights else random_inits(mlp, batch, cfg.seed)
+            w, q = _fit_chunk(path, batch, start, dataset_root, cfg, mlp, dev, precision, stamp,
+                              tracker.epoch_callback(len(batch), label, counted), scores if counted else None)
             if first:
                 init = w[0]
             if counted:
@@ -519,9 +562,12 @@ def fit_dataset(dataset: str | Path, out: str | Path, cfg: FitConfig = FitConfig
     weights = torch.stack([fitted[n][0] for n in names])
     quality = {n: fitted[n][1] for n in names}
     extra = {"stage": "fit", "fit": cfg.to_dict(), "dataset": str(dataset_root), "split": split,
-             "first_weights_shape": init_name if cfg.first_weights else None, "precision": precision}
+             "first_weights_shape": init_name if cfg.first_weights else None, "precision": precision,
+             "scores": scores.to_dict() if scores is not None and mlp.in_dim == 3 else None}
     save_weight_set(out / "weights.safetensors", weights, names, mlp, extra)
     summary = summarise(quality)
+    if mlp.in_dim == 3 and scores is not None:
+        summary["eval"] = summarise_scores(quality)
     if mlp.in_dim == 4:
         from hyperdiffusion.fields.fit4d import summarise_frames
 
@@ -534,7 +580,28 @@ def fit_dataset(dataset: str | Path, out: str | Path, cfg: FitConfig = FitConfig
 def merge_shards(out: Path, args: dict[str, Any], count: int) -> Path:
     """hyperdiffusion.shards merger: the unsharded outputs from the chunks every shard wrote."""
     return fit_dataset(args["dataset"], out, FitConfig(**args["cfg"]), MLPConfig.from_dict(args["mlp"]), args["split"],
-                       args["batch_shapes"], "cpu", args["precision"], args["limit"], progress=False, merge_only=True)
+                       args["batch_shapes"], "cpu", args["precision"], args["limit"], progress=False, merge_only=True,
+                       scores=ScoreConfig(**args["scores"]) if args.get("scores") else None)
+
+
+def random_inits(mlp: MLPConfig, names: list[str], seed: int) -> torch.Tensor:
+    """[len(names), P]: each shape's own default init, seeded by (seed, name) (`init="random"`)."""
+    return torch.cat([default_init(mlp, 1, torch.Generator().manual_seed(stable_seed(seed, n, "init")))
+                      for n in names])
+
+
+def _warn_missing_eval_sets(dataset_root: Path, names: list[str]) -> None:
+    """Say clearly when the dataset predates the evaluation set, and how to add it."""
+    from hyperdiffusion.data.prepare import shape_dir
+    from hyperdiffusion.io import read_json
+
+    missing = [n for n in names if not (shape_dir(dataset_root, n) / "eval.npz").is_file()]
+    if missing:
+        source = read_json(dataset_root / "manifest.json").get("source", "SRC")
+        print(f"{dataset_root}: {len(missing)} of {len(names)} shapes have no evaluation set (eval.npz; e.g. "
+              f"{missing[0]}), so their fit quality is the noisy held-out 10 % IoU only. Run the same prepare "
+              f"command again (`hyperdiffusion prepare {source} {dataset_root}` with its options) to add it: "
+              "the training samples are kept; then rerun this fit, which rescores without refitting.")
 
 
 def summarise(quality: dict[str, dict]) -> dict[str, Any]:
@@ -555,6 +622,7 @@ def format_summary(s: dict[str, Any]) -> str:
              f"held-out IoU uniform: mean {u['mean']:.4f}, min {u['min']:.4f}; "
              f"near-surface: mean {su['mean']:.4f}, min {su['min']:.4f}",
              "worst (uniform, near-surface): " + ", ".join(f"{n} {a:.3f}/{b:.3f}" for n, a, b in s["worst_uniform"])]
+    lines += format_scores(s.get("eval"))
     if "frames" in s:  # 4D: per-frame IoU on the frame's held-out uniform points, and on all its held-out points
         for key, what in (("iou_frame", "uniform"), ("iou_frame_all", "all held-out")):
             fm, fw = s["frames"][f"{key}_mean"], s["frames"][f"{key}_worst"]
@@ -576,6 +644,17 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--limit", type=int, default=None, help="fit only the first N shapes (sorted names)")
     p.add_argument("--hidden", type=int, default=None, help="MLP width (paper: 128)")
+    p.add_argument("--multires", type=int, default=None,
+                   help="positional-encoding frequencies (paper: 4; 0 = no encoding, the paper's ablation; "
+                        "changes the weight layout: the first layer takes 3 inputs instead of 27)")
+    p.add_argument("--init", choices=INITS, default=None,
+                   help="first: every MLP starts from the first train shape's fit (paper); random: each from "
+                        "its own random init (the paper's ablation)")
+    p.add_argument("--score-res", type=int, default=ScoreConfig().mesh_res,
+                   help="marching-cubes grid for the evaluation-set mesh scores (Chamfer-L1, normal "
+                        "consistency, F-score); 0 = IoU only (default: %(default)s)")
+    p.add_argument("--score-points", type=int, default=ScoreConfig().n_points,
+                   help="points sampled per surface for the mesh scores (default: %(default)s)")
     p.add_argument("--t-mode", choices=["index", "normalised"], default=None,
                    help="4D datasets: t = frame index 0..15 (official) or normalised to (-0.5, 0.5) "
                         "(default: normalised, docs/4D.md)")
@@ -596,14 +675,18 @@ def _main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {k: getattr(args, k) for k in ("max_epochs", "steps_per_epoch", "points_per_step", "lr", "seed", "keep",
-                                           "schedule")
+                                           "schedule", "init")
                  if getattr(args, k) is not None}
     cfg = replace(PRESETS[args.preset], **overrides)
-    mlp = MLPConfig(hidden=args.hidden) if args.hidden else MLPConfig()
+    shape = {k: getattr(args, k) for k in ("hidden", "multires") if getattr(args, k) is not None}
+    if shape.get("multires", 0) < 0:
+        raise InputError("--multires must be >= 0")
+    mlp = MLPConfig(**shape)
     if args.t_mode:
         mlp = replace(mlp, in_dim=4, t_mode=args.t_mode)
     if args.batch_shapes < 1:
         raise InputError("--batch-shapes must be at least 1")
     fit_dataset(args.dataset, args.out, cfg, mlp, args.split, args.batch_shapes, args.device, args.precision,
-                args.limit, progress=not args.no_progress, shard=args.shard, first_only=args.first_weights_only)
+                args.limit, progress=not args.no_progress, shard=args.shard, first_only=args.first_weights_only,
+                scores=ScoreConfig(mesh_res=args.score_res, n_points=args.score_points, seed=cfg.seed))
     return 0
