@@ -365,3 +365,18 @@ def test_manifest_records_the_labelling_method(tmp_path):
     assert manifest["labelling"]["occupancy"]["method"] == "auto"
     meta = json.loads(next((tmp_path / "ds" / "shapes").glob("*/meta.json")).read_text())
     assert meta["labelling"] == manifest["labelling"]
+
+
+def test_meta_records_which_labeller_was_used(tmp_path):
+    from hyperdiffusion.data.prepare import PrepareConfig, prepare
+
+    src = tmp_path / "src"
+    src.mkdir()
+    box = trimesh.creation.box(extents=(0.9, 0.6, 0.4))
+    box.export(src / "closed.ply")
+    trimesh.Trimesh(box.vertices, box.faces[2:], process=False).export(src / "open.ply")  # one side missing
+    cfg = PrepareConfig(n_surface=500, n_uniform=500, n_cloud=64, workers=1)
+    prepare(src, tmp_path / "ds", cfg, progress=False)
+    used = {name: json.loads((tmp_path / "ds" / "shapes" / name / "meta.json").read_text())["labeller"]
+            for name in ("closed", "open")}
+    assert used == {"closed": "fast", "open": "robust"}
