@@ -69,6 +69,9 @@ OTHER_3D_EXTENSIONS = frozenset(
 # ShapeNetCore v1 stores `<id>/model.obj`, v2 `<id>/models/model_normalized.obj`.
 SHAPENET_FILES = ("model.obj", "model_normalized.obj")
 MANIFEST_WRITE_INTERVAL_S = 1.0  # finished shapes are safe in their meta.json anyway
+EVAL_SET_VERSION = 1
+EVAL_GRID = 128  # voxels per cube side that define the evaluation set's shell stratum
+EVAL_SHELL_VOXELS = 2  # the shell: voxels the surface touches, dilated by this many voxels
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,21 @@ class PrepareConfig:
     max_faces: int = 500_000  # larger meshes are decimated to this many faces
     workers: int = 0  # processes; 0 = all CPU cores
     seed: int = 0
+    # The evaluation set (eval.npz; `make_eval_set`), never trained on; not part of the paper.
+    # None: a fixed share of the training samples, 15 % / 7.5 % / 7.5 % (30k / 15k / 15k at the
+    # paper's 200k, +30 % labelling): 30k shell points hold 3k-9k inside points on real chairs
+    # filling 0.2-1 % of the cube (benchmarks/RESULTS.md "Fit evaluation").
+    n_eval_shell: int | None = None  # uniform in the thin shell of voxels the surface touches
+    n_eval_far: int | None = None  # uniform in the rest of the cube
+    n_eval_surface: int | None = None  # near-surface points drawn as the training ones
+
+    def eval_settings(self) -> dict[str, Any] | None:
+        """What makes a shape's eval.npz; None when no evaluation set is made (all counts 0)."""
+        if not (self.n_eval_shell or self.n_eval_far or self.n_eval_surface):
+            return None
+        return {"version": EVAL_SET_VERSION, "n_eval_shell": self.n_eval_shell, "n_eval_far": self.n_eval_far,
+                "n_eval_surface": self.n_eval_surface, "surface_noise": self.surface_noise,
+                "grid": EVAL_GRID, "shell_voxels": EVAL_SHELL_VOXELS, "seed": self.seed}
 
     def __post_init__(self) -> None:
         if self.normalise not in ("mean", "bbox"):
@@ -98,6 +116,12 @@ class PrepareConfig:
         object.__setattr__(self, "split_fractions", fr)
         if self.max_faces < 4 or self.scale <= 0 or self.surface_noise < 0:
             raise InputError("max_faces must be >= 4, scale > 0 and surface_noise >= 0")
+        n_train = self.n_surface + self.n_uniform
+        for key, share in (("n_eval_shell", 0.15), ("n_eval_far", 0.075), ("n_eval_surface", 0.075)):
+            if getattr(self, key) is None:
+                object.__setattr__(self, key, int(round(share * n_train)))
+            if getattr(self, key) < 0:
+                raise InputError(f"{key} must be >= 0")
 
     def resolved(self) -> PrepareConfig:
         """The same config with `workers` set to the actual process count."""
@@ -320,6 +344,85 @@ def sample_points(mesh: trimesh.Trimesh, config: PrepareConfig, rng: np.random.G
     return points, np.asarray(cloud, dtype=np.float32)
 
 
+def eval_rng(seed: int, name: str) -> np.random.Generator:
+    """The evaluation set's own generator: independent of the training samples' stream."""
+    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+    return np.random.default_rng([seed, digest, 0xE7A1])
+
+
+def make_eval_set(mesh: trimesh.Trimesh, config: PrepareConfig, name: str) -> dict[str, np.ndarray]:
+    """A shape's evaluation set (eval.npz; docs/FORMATS.md): labelled points never trained on.
+
+    Volume IoU from uniform points is noisy for thin shapes: a chair fills 0.2-3 % of the
+    cube, so 10k uniform points hold 20-300 inside ones. The inside of a shape and nearly
+    all fitting errors lie close to its surface, so the cube is split into two strata of
+    known volume: the *shell* (voxels of a EVAL_GRID^3 grid that surface samples touch,
+    dilated by EVAL_SHELL_VOXELS voxels) and the *far* rest. Points are uniform within each
+    stratum; `surface_scores.volume_iou` weights each stratum by its volume, which keeps the
+    IoU estimate unbiased for the whole cube (debris far from the shape is counted) while
+    most labelled points land where inside and outside meet. A third set, near-surface
+    points drawn as the training ones (surface + N(0, surface_noise^2)), scores the surface.
+
+    Returns points float32 [n, 3], occ uint8 [n], stratum uint8 [n] (0 shell, 1 far,
+    2 near-surface) and volumes float64 [2] (shell, far; they sum to 1, the cube's volume).
+    """
+    from scipy import ndimage
+
+    from hyperdiffusion.data.occupancy import inside
+
+    rng = eval_rng(config.seed, name)
+    g = EVAL_GRID
+    touched, _ = trimesh.sample.sample_surface(mesh, 200_000, seed=rng)  # ~4 per touched voxel at area 3
+    shell = np.zeros((g,) * 3, bool)
+    shell[tuple(np.clip(((touched + 0.5) * g).astype(np.int64), 0, g - 1).T)] = True
+    shell = ndimage.binary_dilation(shell, np.ones((3, 3, 3), bool), iterations=EVAL_SHELL_VOXELS)
+    cells = np.flatnonzero(shell)
+    v_shell = len(cells) / g**3
+    ijk = np.stack(np.unravel_index(cells[rng.integers(len(cells), size=config.n_eval_shell)], shell.shape), 1)
+    in_shell = (ijk + rng.random((config.n_eval_shell, 3))) / g - 0.5
+    far = np.zeros((0, 3))
+    while len(far) < config.n_eval_far and v_shell < 1:  # rejection: uniform in the cube minus the shell
+        cand = rng.uniform(-0.5, 0.5, (2 * config.n_eval_far + 1000, 3))
+        keep = ~shell[tuple(np.clip(((cand + 0.5) * g).astype(np.int64), 0, g - 1).T)]
+        far = np.concatenate([far, cand[keep]])
+    far = far[:config.n_eval_far]
+    near = np.zeros((0, 3))
+    if config.n_eval_surface:
+        near, _ = trimesh.sample.sample_surface(mesh, config.n_eval_surface, seed=rng)
+        near = near + rng.normal(0.0, config.surface_noise, size=near.shape)
+    points = np.concatenate([in_shell, far, near.reshape(-1, 3)]).astype(np.float32)
+    stratum = np.repeat(np.arange(3, dtype=np.uint8), [len(in_shell), len(far), config.n_eval_surface])
+    occ = np.asarray(inside(mesh, points), dtype=bool).astype(np.uint8)
+    return {"points": points, "occ": occ, "stratum": stratum, "volumes": np.array([v_shell, 1.0 - v_shell])}
+
+
+def add_eval_set(name: str, source: str, root: str | os.PathLike, config: PrepareConfig) -> dict[str, Any]:
+    """Resume step: write a finished shape's eval.npz from its mesh.ply; return its manifest entry.
+
+    For datasets prepared before the evaluation set existed (or with other eval counts):
+    the shape's samples, mesh and cloud stay as they are.
+    """
+    folder = shape_dir(root, name)
+    meta = read_json(folder / "meta.json")
+    try:
+        mesh = trimesh.load(str(folder / "mesh.ply"), force="mesh", process=False)
+        save_npz(folder / "eval.npz", **make_eval_set(mesh, config, name))
+    except Exception as e:  # keep the shape; fit reports it without eval scores
+        print(f"{folder}: could not add the evaluation set ({type(e).__name__}: {_short(e)})", file=sys.stderr)
+        return _entry_from_meta(folder / "meta.json", config)
+    write_json(folder / "meta.json", {**meta, "eval": config.eval_settings()})
+    return _entry_from_meta(folder / "meta.json", config)
+
+
+def needs_eval_set(folder: Path, config: PrepareConfig) -> bool:
+    """A finished shape whose eval.npz is missing or was made with other settings."""
+    want = config.eval_settings()
+    if want is None:
+        return False
+    meta = read_json(folder / "meta.json")
+    return not (folder / "eval.npz").is_file() or not isinstance(meta, dict) or meta.get("eval") != want
+
+
 def labelling_settings() -> dict[str, Any]:
     """How inside/outside was decided (docs/OCCUPANCY.md), recorded so datasets labelled
     by different versions of the method can be told apart."""
@@ -351,6 +454,7 @@ def prepare_shape(name: str, source: str, root: str | os.PathLike, config: Prepa
         occ = np.asarray(occ, dtype=bool).astype(np.uint8)
         if occ.shape != (len(points),):
             raise SkipShape(f"error: occupancy returned shape {occ.shape} for {len(points)} points")
+        evaluation = make_eval_set(mesh, config, name) if config.eval_settings() is not None else None
     except SkipShape as e:
         entry["reason"] = str(e)
     except Exception as e:  # a library failing on odd input must not stop the whole run
@@ -365,17 +469,21 @@ def prepare_shape(name: str, source: str, root: str | os.PathLike, config: Prepa
         mesh.export(tmp)
     save_npz(folder / "samples.npz", points=points, occ=occ, n_surface=np.int64(config.n_surface))
     save_npy(folder / "cloud.npy", cloud)
+    if evaluation is not None:
+        save_npz(folder / "eval.npz", **evaluation)
     entry.update(status="ok", reason="; ".join(notes + more) or None, n_vertices=len(mesh.vertices),
                  n_faces=len(mesh.faces), inside_fraction=round(float(occ.mean()), 6),
                  seconds=round(time.perf_counter() - start, 3))
     meta = {"format": SHAPE_FORMAT, "name": name, **entry, "source_vertices": len(raw.vertices),
             "source_faces": len(raw.faces), "normalisation": {"centre": centre.tolist(), "factor": factor},
-            "config": config.data_settings(), "labelling": labelling_settings(), "labeller": labeller}
+            "config": config.data_settings(), "labelling": labelling_settings(), "labeller": labeller,
+            "eval": config.eval_settings()}
     write_json(folder / "meta.json", meta)  # last: marks the shape finished
     return entry
 
 
-def _remove_partial(folder: Path, files: tuple[str, ...] = ("mesh.ply", "samples.npz", "cloud.npy")) -> None:
+def _remove_partial(folder: Path,
+                    files: tuple[str, ...] = ("mesh.ply", "samples.npz", "cloud.npy", "eval.npz")) -> None:
     """Remove what an unfinished attempt may have left (never a finished shape's files)."""
     if (folder / "meta.json").exists():
         return
@@ -485,12 +593,15 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike, config: PrepareConfi
 
     entries: dict[str, dict[str, Any]] = {}
     todo: list[Source] = []
+    eval_todo: list[Source] = []  # finished shapes without (this) evaluation set: add only that
     n_reused = 0
     for s in sources:
         meta_path = root / "shapes" / s.name / "meta.json"
         if meta_path.exists():
             entries[s.name] = _entry_from_meta(meta_path, config)
             n_reused += 1
+            if entries[s.name]["status"] == "ok" and needs_eval_set(meta_path.parent, config):
+                eval_todo.append(s)
         elif s.reason is not None:
             entries[s.name] = {"source": s.source, "status": "skipped", "reason": s.reason, "n_vertices": None,
                                "n_faces": None, "inside_fraction": None, "seconds": 0.0}
@@ -505,6 +616,11 @@ def prepare(src: str | os.PathLike, out: str | os.PathLike, config: PrepareConfi
 
     bar = progress_bar(total=len(sources), initial=len(entries), unit="shape", desc="prepare", disable=not progress)
     try:
+        if eval_todo:
+            print(f"{root}: adding the evaluation set (eval.npz) to {len(eval_todo)} shapes prepared without it "
+                  "(their training samples are kept)", file=sys.stderr)
+            for name, entry in _run_shapes(eval_todo, root, config, worker=add_eval_set):
+                entries[name] = entry
         for name, entry in _run_shapes(todo, root, config):
             entries[name] = entry
             bar.update(1)
@@ -713,6 +829,25 @@ def load_samples(root: str | os.PathLike, name: str) -> tuple[np.ndarray, np.nda
     return points, occ, n_surface
 
 
+def load_eval_set(root: str | os.PathLike, name: str) -> dict[str, np.ndarray] | None:
+    """The shape's evaluation set (`make_eval_set`), or None when the dataset has none (prepared
+    before it existed: rerunning the same `prepare` command adds it)."""
+    path = shape_dir(root, name) / "eval.npz"
+    if not path.is_file():
+        return None
+    z = load_npz(path)
+    try:
+        points, occ, stratum, volumes = z["points"], z["occ"], z["stratum"], z["volumes"]
+    except KeyError as e:
+        raise InputError(f"{path}: missing array {e}") from None
+    n = len(points)
+    if points.shape != (n, 3) or occ.shape != (n,) or stratum.shape != (n,) or volumes.shape != (2,) \
+            or (n and int(stratum.max()) > 2):
+        raise InputError(f"{path}: expected points [n, 3], occ [n], stratum [n] in 0..2 and volumes [2]")
+    return {"points": points.astype(np.float32), "occ": occ.astype(bool), "stratum": stratum.astype(np.int64),
+            "volumes": volumes.astype(np.float64)}
+
+
 def load_cloud(root: str | os.PathLike, name: str) -> np.ndarray:
     """The shape's reference surface cloud, float32 [n, 3]."""
     path = shape_dir(root, name) / "cloud.npy"
@@ -742,6 +877,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--surface-noise", type=float, default=d.surface_noise, help="default: %(default)s")
     p.add_argument("--n-uniform", type=int, default=d.n_uniform, help="uniform samples (default: %(default)s)")
     p.add_argument("--n-cloud", type=int, default=d.n_cloud, help="reference cloud points (default: %(default)s)")
+    p.add_argument("--n-eval-shell", type=int, default=None,
+                   help="evaluation set (eval.npz, never trained on): uniform points in the shell of voxels "
+                        "around the surface (default: 15 %% of the training samples, 30k at the defaults)")
+    p.add_argument("--n-eval-far", type=int, default=None,
+                   help="evaluation set: uniform points in the rest of the cube (default: 7.5 %%)")
+    p.add_argument("--n-eval-surface", type=int, default=None,
+                   help="evaluation set: near-surface points (default: 7.5 %%); all three 0 = no evaluation set")
     p.add_argument("--split", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=d.split_fractions,
                    help="split fractions (default: 0.8 0.05 0.15)")
     p.add_argument("--split-file", help='JSON {"train": [...], "val": [...], "test": [...]} of shape names')
@@ -766,7 +908,8 @@ def run(args: argparse.Namespace) -> int:
     config = PrepareConfig(normalise=args.normalise, n_surface=args.n_surface, surface_noise=args.surface_noise,
                            n_uniform=args.n_uniform, n_cloud=args.n_cloud, split_fractions=tuple(args.split),
                            split_file=args.split_file, max_faces=args.max_faces, workers=args.workers,
-                           seed=args.seed)
+                           seed=args.seed, n_eval_shell=args.n_eval_shell, n_eval_far=args.n_eval_far,
+                           n_eval_surface=args.n_eval_surface)
     from hyperdiffusion.data.animation import AnimationConfig
 
     anim = AnimationConfig(n_frames=args.frames, keep_global_motion=args.keep_global_motion,
