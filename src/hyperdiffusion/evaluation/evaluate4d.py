@@ -144,7 +144,7 @@ def evaluate_4d(samples, reference, cfg, progress: bool = True) -> dict:
         emd_mode.update(points=int(es.shape[2]), ground_cost="squared euclidean" if cfg.emd_squared else "euclidean",
                         solver="POT network simplex (exact)" if cfg.emd == "exact" else
                         f"auction, eps-scaling (approx; {asdict(metrics.AuctionConfig())})")
-        kw = dict(mode=cfg.emd, squared=cfg.emd_squared, device=device)
+        kw = dict(mode=cfg.emd, squared=cfg.emd_squared, device=device, workers=cfg.workers)
         with progress_bar(total=(n * n + n * (n - 1)) * n_frames, desc=f"emd 4d ({cfg.emd})", unit="pair",
                           disable=not progress) as bar:
             e_sr = metrics.pairwise_frames(es, er, metrics.pairwise_emd, progress=bar.update, **kw)
