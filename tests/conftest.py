@@ -14,6 +14,19 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
+def weight_set(tmp_path_factory):
+    """8 random-but-fixed tiny MLP weight vectors (nn.Linear's default init; hidden 16, multires 2, one
+    hidden layer), as `fit` would write them: (path of weights.safetensors, weights [8, P])."""
+    from hyperdiffusion.fields.mlp import MLPConfig, default_init, save_weight_set
+
+    mlp = MLPConfig(hidden=16, multires=2, n_hidden_layers=1)
+    path = tmp_path_factory.mktemp("mlps") / "weights.safetensors"
+    w = default_init(mlp, 8, torch.Generator().manual_seed(0))
+    save_weight_set(path, w, [f"shape_{i}" for i in range(8)], mlp)
+    return path, w
+
+
+@pytest.fixture(scope="module")
 def shapes_dataset(tmp_path_factory):
     """A prepared dataset: a sphere, a box and a torus to train on, a cylinder and a cone to test against."""
     import trimesh

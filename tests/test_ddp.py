@@ -20,10 +20,8 @@ from hyperdiffusion.diffusion import train as train_module
 from hyperdiffusion.diffusion.checkpoint import read_checkpoint
 from hyperdiffusion.diffusion.runtime import Distributed
 from hyperdiffusion.diffusion.train import TrainConfig, rank_share
-from hyperdiffusion.fields.mlp import MLPConfig, default_init, save_weight_set
 from hyperdiffusion.io import InputError, read_json
 
-MLP = MLPConfig(hidden=16, multires=2, n_hidden_layers=1)
 # Global batch 4 of 8 samples: two steps per epoch, so the epoch's data order matters.
 ARGS = ["--preset", "cpu", "--n-embd", "64", "--n-layer", "2", "--n-head", "4", "--lr", "3e-3", "--batch-size", "4",
         "--ema-decay", "0.99", "--log-every", "1", "--ckpt-every", "3", "--val-every-epochs", "0", "--device", "cpu",
@@ -32,10 +30,8 @@ LR = 3e-3
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("mlps") / "weights.safetensors"
-    save_weight_set(path, default_init(MLP, 8, torch.Generator().manual_seed(0)), [f"s{i}" for i in range(8)], MLP)
-    return path
+def weights(weight_set):  # tests/conftest.py: 8 tiny MLPs
+    return weight_set[0]
 
 
 def _torchrun(*argv: str) -> None:

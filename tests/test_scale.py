@@ -14,10 +14,8 @@ from hyperdiffusion.diffusion.checkpoint import ema_weights_path, load_denoiser,
 from hyperdiffusion.diffusion.runtime import require_bf16, resolve_device
 from hyperdiffusion.diffusion.train import TrainConfig, train
 from hyperdiffusion.evaluation import metrics
-from hyperdiffusion.fields.mlp import MLPConfig, default_init, save_weight_set
 from hyperdiffusion.io import InputError
 
-MLP = MLPConfig(hidden=16, multires=2, n_hidden_layers=1)
 TINY = TrainConfig(preset="cpu", n_embd=32, n_layer=1, n_head=2, batch_size=4, max_steps=2, ema_decay=0.99,
                    log_every=1, ckpt_every=2, val_every_epochs=0, device="cpu")
 
@@ -28,10 +26,8 @@ def _single_thread(one_thread):  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("mlps") / "weights.safetensors"
-    save_weight_set(path, default_init(MLP, 4, torch.Generator().manual_seed(0)), [f"s{i}" for i in range(4)], MLP)
-    return path
+def weights(weight_set):  # tests/conftest.py: 8 tiny MLPs
+    return weight_set[0]
 
 
 def test_ema_weights_file_is_written_and_preferred(weights, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from hyperdiffusion.fields.mlp import MLPConfig, default_init, load_weight_set, 
 from hyperdiffusion.diffusion.sample import SampleConfig, sample_weights
 from hyperdiffusion.diffusion.train import TrainConfig, load_denoiser, read_checkpoint, train
 
-MLP = MLPConfig(hidden=16, multires=2, n_hidden_layers=1)  # 545 parameters, 6 tokens
+MLP = MLPConfig(hidden=16, multires=2, n_hidden_layers=1)  # the MLPs of tests/conftest.py's weight_set
 TINY = TrainConfig(preset="cpu", n_embd=64, n_layer=2, n_head=4, lr=3e-3, batch_size=8, max_steps=8,
                    ema_decay=0.99, log_every=2, ckpt_every=4, val_every_epochs=0)
 
@@ -19,15 +19,6 @@ TINY = TrainConfig(preset="cpu", n_embd=64, n_layer=2, n_head=4, lr=3e-3, batch_
 @pytest.fixture(autouse=True)
 def _single_thread(one_thread):  # tests/conftest.py
     yield
-
-
-@pytest.fixture(scope="module")
-def weight_set(tmp_path_factory):
-    """8 random-but-fixed MLP weight vectors (nn.Linear's default init), as `fit` would write them."""
-    path = tmp_path_factory.mktemp("mlps") / "weights.safetensors"
-    w = default_init(MLP, 8, torch.Generator().manual_seed(0))
-    save_weight_set(path, w, [f"shape_{i}" for i in range(8)], MLP)
-    return path, w
 
 
 def test_memorises_training_set(weight_set, tmp_path):
