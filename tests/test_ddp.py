@@ -91,11 +91,13 @@ def test_two_processes_equal_one_and_resume(weights, tmp_path):
 
 
 def test_rank_share_splits_the_global_batch():
-    idx, t, noise = torch.arange(10, 15), torch.arange(5), torch.randn(5, 3)
-    parts = [rank_share(Distributed(r, 2), idx, t, noise, None) for r in range(2)]
+    idx, t, noise, labels = torch.arange(10, 15), torch.arange(5), torch.randn(5, 3), torch.tensor([0, 1, 2, 1, 0])
+    parts = [rank_share(Distributed(r, 2), idx, t, noise, None, labels) for r in range(2)]
     assert torch.equal(torch.cat([p[0] for p in parts]), idx)  # the one-process order, no overlap
     assert torch.equal(torch.cat([p[2] for p in parts]), noise) and parts[0][3] is None
-    assert [p[4] for p in parts] == [3 / 5, 2 / 5]
+    # Class labels (with their classifier-free drops) are drawn for the global step, then sliced alike.
+    assert torch.equal(torch.cat([p[4] for p in parts]), labels)
+    assert [p[5] for p in parts] == [3 / 5, 2 / 5]
     # An epoch's last batch of 1 sample over 2 ranks: rank 1 computes one sample at weight 0.
     i, tt, share = rank_share(Distributed(1, 2), idx[:1], t[:1])
     assert share == 0 and len(i) == 1
