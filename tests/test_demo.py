@@ -110,6 +110,8 @@ def test_tiny_4d_demo_end_to_end(tmp_path):
         assert (out / "images" / f"{name}.png").stat().st_size > 1000
     page = (out / "index.html").read_text()
     assert '<img src="images/samples_vs_nearest.gif"' in page and '<img src="images/train_vs_fitted.gif"' in page
+    meshes_js = (out / "web" / "meshes.js").read_text()  # the 3D viewer gets whole sequences to play
+    assert meshes_js.count('"frames":') >= 1 and '"train ' in meshes_js
 
 
 def test_demo_on_a_folder_of_the_users_meshes(tmp_path):

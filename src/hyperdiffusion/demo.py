@@ -257,7 +257,8 @@ def _pictures(out: Path, metrics: dict[str, Any]) -> None:
 
 def _pictures_4d(out: Path, metrics: dict[str, Any]) -> None:
     """Animated GIFs: (a) samples beside their nearest training sequence, (b) training sequences beside
-    their fitted MLPs; each with a PNG of its middle frame. The gallery shows the GIFs as images."""
+    their fitted MLPs; each with a PNG of its middle frame. The gallery shows the GIFs as images and
+    plays the sequences in its 3D viewer."""
     from PIL import Image
 
     from hyperdiffusion.data.animation import load_sequence_meshes as prepared_frames
@@ -300,11 +301,10 @@ def _pictures_4d(out: Path, metrics: dict[str, Any]) -> None:
             train_seqs[near] = prepared_frames(out / "data", near)
         seqs.append(train_seqs[near] if near else [None])
         titles.append(f"nearest train: {near}" if near else "nearest train: ?")
-        if gen[0] is not None:
-            gallery_meshes[f"generated {name}, frame 0"] = gen[0]
+        gallery_meshes[f"generated {name}"] = gen  # the viewer plays it; left out if every frame is empty
     gif(seqs, titles, "samples_vs_nearest")
     for n in train_names:
-        gallery_meshes[f"train {n}, frame 0"] = train_seqs[n][0]
+        gallery_meshes[f"train {n}"] = train_seqs[n]
     write_gallery(out, "HyperDiffusion demo (4D: animations)", [
         ("Generated animations (each a new 4D MLP sampled by the diffusion model), each beside its nearest "
          "training sequence (Chamfer, frame by frame)", "images/samples_vs_nearest.gif"),
