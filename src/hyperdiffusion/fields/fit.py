@@ -82,6 +82,14 @@ class FitConfig:
     # `min_lr` over max_epochs, for a fixed short budget (the plateau rule barely lowers the lr
     # in the first few thousand steps, when the loss is still falling every epoch).
     schedule: str = "plateau"
+    # Linear lr warm-up from lr / warmup_epochs over the first epochs (0: none, the paper).
+    warmup_epochs: int = 0
+    # Hard-example mining (0: none, the paper): this fraction of every step's points is drawn,
+    # once per epoch, from a pool of `hard_pool` x points_per_step uniform training points
+    # with probability proportional to each point's current BCE, so the steps concentrate
+    # on the points the MLP gets wrong (thin parts); the rest stay uniform.
+    hard_fraction: float = 0.0
+    hard_pool: int = 8
     holdout_fraction: float = 0.1  # of near-surface and of uniform samples, for fit quality only
     seed: int = 0
 
@@ -94,6 +102,8 @@ class FitConfig:
             raise ValueError(f"keep must be 'final' or 'best', not {self.keep!r}")
         if not 0.0 <= self.holdout_fraction < 1.0:
             raise ValueError("holdout_fraction must be in [0, 1)")
+        if not 0.0 <= self.hard_fraction <= 1.0 or self.hard_pool < 1 or self.warmup_epochs < 0:
+            raise ValueError("hard_fraction must be in [0, 1], hard_pool >= 1 and warmup_epochs >= 0")
 
     @property
     def first_weights(self) -> bool:
@@ -222,6 +232,33 @@ class PlateauSchedules:
                                                                            self.since_best))
 
 
+def warmup_factor(cfg: FitConfig, epoch: int) -> float:
+    """lr multiplier during epoch `epoch` (0-based): (epoch + 1) / warmup_epochs, then 1."""
+    return min(1.0, (epoch + 1) / cfg.warmup_epochs) if cfg.warmup_epochs else 1.0
+
+
+@torch.no_grad()
+def _mine_hard(shapes: list[ShapeSamples], rows: np.ndarray, idx: list[torch.Tensor], weights: torch.Tensor,
+               cfg: FitConfig, mlp: MLPConfig, gens: list[torch.Generator], device) -> None:
+    """Replace the first `hard_fraction` of each step's draws in `idx` (in place) by points drawn
+    from a uniform pool with probability proportional to their current BCE (`FitConfig.hard_fraction`).
+
+    Each shape uses its own generator and its own row of `weights`, so batching changes nothing.
+    """
+    n_hard = int(round(cfg.hard_fraction * cfg.points_per_step))
+    if n_hard == 0:
+        return
+    pool = [torch.randint(len(shapes[b].train_points), (cfg.hard_pool * cfg.points_per_step,), generator=gens[b])
+            for b in rows]
+    for k, b in enumerate(rows):
+        # One shape at a time: a batched kernel's rounding would make the picks depend on the batch.
+        logits = batched_forward(weights.detach()[k:k + 1], shapes[b].train_points[pool[k]].unsqueeze(0).to(device), mlp)
+        loss = F.binary_cross_entropy_with_logits(logits[0].float(), shapes[b].train_occ[pool[k]].to(device),
+                                                  reduction="none").cpu()
+        pick = torch.multinomial(loss + 1e-6, idx[k].shape[0] * n_hard, replacement=True, generator=gens[b])
+        idx[k][:, :n_hard] = pool[k][pick].reshape(idx[k].shape[0], n_hard)
+
+
 def cosine_lr(cfg: FitConfig, epoch: int) -> float:
     """The lr for `epoch` (0-based count of finished epochs) under the cosine schedule."""
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(epoch, cfg.max_epochs) / cfg.max_epochs))
@@ -270,9 +307,11 @@ def fit_shapes(shapes: list[ShapeSamples], init: torch.Tensor, cfg: FitConfig, m
     for epoch in range(cfg.max_epochs):
         # One epoch of draws per shape from its own generator, so batching cannot change them.
         idx = [_draw(shapes[b], steps, pps, gens[b]) for b in active]
+        if cfg.hard_fraction > 0 and shapes[active[0]].train_frame_starts is None:  # 3D only
+            _mine_hard(shapes, active, idx, weights, cfg, mlp, gens, device)
         pts = torch.stack([shapes[b].train_points[i] for b, i in zip(active, idx)]).to(device)
         occ = torch.stack([shapes[b].train_occ[i] for b, i in zip(active, idx)]).to(device)
-        lr = torch.as_tensor(sched.lr, dtype=torch.float32, device=device)
+        lr = torch.as_tensor(sched.lr * warmup_factor(cfg, epoch), dtype=torch.float32, device=device)
         epoch_loss = torch.zeros(len(active), device=device)
         for s in range(steps):
             weights.grad = None
