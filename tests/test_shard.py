@@ -126,6 +126,13 @@ def test_evaluate_shards_and_reference_cache(tmp_path):
                      "--workers", "1", "--shard", f"{k}/2"]) == 0
     two = read_json(tmp_path / "two" / "metrics.json")
     assert _comparable(two) == _comparable(one)
+    # By hand (shards copied together from several machines): the same file again.
+    (tmp_path / "two" / "metrics.json").unlink()
+    assert main(["merge", str(tmp_path / "two"), "--only", "evaluate-metrics"]) == 0
+    assert read_json(tmp_path / "two" / "metrics.json") == two
+    (tmp_path / "two" / "shards" / "evaluate-metrics" / "1-of-2" / "done.json").unlink()
+    with pytest.raises(InputError, match="1/2 not finished"):
+        shards.merge_all(tmp_path / "two")
     # The second evaluation against the same references reuses both matrices: identical result.
     again = evaluate(samples, ref, EvalConfig(n_points=64, fpd_net=None, cache=str(tmp_path / "c1"), workers=1),
                      progress=False)

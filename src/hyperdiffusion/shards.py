@@ -158,11 +158,12 @@ def merge_group(out: str | Path, group: str, count: int) -> None:
     getattr(importlib.import_module(module), func)(Path(out), records[0]["args"], count)
 
 
-def groups(out: str | Path) -> dict[str, int]:
-    """group -> shard count of every complete group under OUT/shards (one count per group)."""
+def groups(out: str | Path, only: str | None = None) -> dict[str, int]:
+    """group -> shard count of every complete group under OUT/shards (or of `only`); InputError for an
+    incomplete one."""
     root = Path(out) / "shards"
     found: dict[str, int] = {}
-    for g in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+    for g in sorted(p for p in root.iterdir() if p.is_dir() and only in (None, p.name)) if root.is_dir() else []:
         counts = sorted({int(d.name.split("-of-")[1]) for d in g.iterdir() if "-of-" in d.name})
         complete = [n for n in counts if not missing_shards(g, n)]
         if len(complete) > 1:
@@ -174,9 +175,9 @@ def groups(out: str | Path) -> dict[str, int]:
     return found
 
 
-def merge_all(out: str | Path) -> list[str]:
-    """Merge every sharded stage found under OUT/shards; returns the merged groups."""
-    found = groups(out)
+def merge_all(out: str | Path, only: str | None = None) -> list[str]:
+    """Merge every sharded stage found under OUT/shards (or only the group `only`); returns the merged groups."""
+    found = groups(out, only)
     if not found:
         raise InputError(f"{out}: no shards to merge (expected OUT/shards/<stage>/K-of-N/done.json)")
     for group, count in found.items():
@@ -196,10 +197,12 @@ def register(subparsers) -> None:
                                           "'Shards'). Shards merge on their own when the last one finishes; use this "
                                           "after copying shard folders from several machines together.")
     p.add_argument("out", help="the stage's output folder (for evaluate: the folder of metrics.json)")
+    p.add_argument("--only", default=None, metavar="GROUP",
+                   help="merge only this folder of OUT/shards/ (fit, mesh, sample, evaluate-<metrics name>)")
     p.set_defaults(func=_main)
 
 
 def _main(args: argparse.Namespace) -> int:
-    for group in merge_all(args.out):
+    for group in merge_all(args.out, args.only):
         print(f"merged {group} -> {args.out}")
     return 0

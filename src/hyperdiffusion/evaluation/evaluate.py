@@ -235,17 +235,24 @@ class ReferenceCache:
 
 
 def _distance_kinds(cfg: EvalConfig, device: str, points: int, emd_points: int) -> dict[str, dict]:
-    """The full description of each distance, as the cache keys and metrics.json record it."""
+    """The full description of each distance, as the reference cache keys it: what is computed, how,
+    and the versions of the libraries that compute it (a new solver version is a new key)."""
+    import ot
+    import scipy
+    import torch
+
     cd_backend = metrics.chamfer_backend_name(**{k: v for k, v in _chamfer_settings(device).items()
                                                  if k != "max_block_bytes"})
-    kinds = {"cd": {"distance": "chamfer", "backend": cd_backend, "norm": cfg.norm, "points": points}}
+    kinds = {"cd": {"distance": "chamfer", "backend": cd_backend, "norm": cfg.norm, "points": points,
+                    "library": f"scipy {scipy.__version__}" if device == "cpu" else f"torch {torch.__version__}"}}
     if cfg.emd != "off":
         kinds["emd"] = {"distance": "emd", "mode": cfg.emd, "squared": cfg.emd_squared, "norm": cfg.norm,
                         "points": emd_points, "subsample_seed": cfg.seed + 1 if cfg.emd_points else None}
         if cfg.emd == "approx":
-            import torch
-
-            kinds["emd"].update(auction=asdict(metrics.AuctionConfig()), device=torch.device(device).type)
+            kinds["emd"].update(auction=asdict(metrics.AuctionConfig()), device=torch.device(device).type,
+                                library=f"torch {torch.__version__}")
+        else:
+            kinds["emd"]["library"] = f"POT {ot.__version__}"
     return kinds
 
 
@@ -424,8 +431,9 @@ def auction_check(es: np.ndarray, er: np.ndarray, e_sr: np.ndarray, cfg: EvalCon
     return {"pairs": k, "solver": "POT network simplex", "max_abs_error": float(np.abs(err).max()),
             "mean_abs_error": float(np.abs(err).mean()),
             "max_rel_error": float((np.abs(err) / np.maximum(exact, 1e-300)).max()),
-            "max_bound": float(bound.max()), "within_bound": bool(np.all(err <= bound + 1e-9 * cmax)
-                                                                  and np.all(err >= -1e-9 * cmax)),
+            # within the bound up to rounding (1e-6 x max cost: float32 sums of 2048 costs on a GPU)
+            "max_bound": float(bound.max()), "within_bound": bool(np.all(err <= bound + 1e-6 * cmax)
+                                                                  and np.all(err >= -1e-6 * cmax)),
             "bound": "auction - exact in [0, eps_final x largest ground cost of the pair] (eps-complementary "
                      "slackness, Bertsekas 1988); float32 on a GPU adds rounding"}
 

@@ -373,10 +373,12 @@ def pairwise_emd(a: np.ndarray, b: np.ndarray | None = None, mode: str = "exact"
 
 
 def cpu_count() -> int:
-    """Cores this process may use (the affinity mask, as a batch scheduler sets it)."""
+    """Cores this process may use: the affinity mask (as a batch scheduler sets it), shared with the
+    other torchrun processes of this machine (LOCAL_WORLD_SIZE) so that shards do not oversubscribe."""
     import os
 
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
 
 
 _POOL_CLOUDS: tuple = ()  # (a, b) of the pool's matrix, inherited by forked workers
