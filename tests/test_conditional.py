@@ -163,3 +163,19 @@ def test_interpolate_and_complete_commands_write_their_files(two_classes, tmp_pa
     c = json.loads((tmp_path / "c" / "completion.json").read_text())
     assert len(c["rms_logit_error"]) == 2 and c["n_observed"] == 50
     assert main(["interpolate", str(out), "nowhere:1", f"{paths[1]}:3", str(tmp_path / "x")]) == 2
+
+
+def test_sources_of_one_kind_join_even_when_their_info_names_the_dataset(tmp_path):
+    """The voxel representation records its dataset in the sample info: two datasets are still one kind."""
+    from hyperdiffusion.diffusion.guidance import load_training_data
+    from hyperdiffusion.representations import TrainingSet
+
+    class Grids:
+        def load(self, source, progress=True):
+            return TrainingSet(torch.zeros(2, 1, 4, 4, 4), ["a", "b"], {"res": 4, "dataset": str(source)})
+
+    for name in ("chairs", "tables"):
+        (tmp_path / name).mkdir()
+    tset, cond = load_training_data(Grids(), [tmp_path / "chairs", tmp_path / "tables"], "class", 0.1)
+    assert cond.classes == ["chairs", "tables"] and cond.labels.tolist() == [0, 0, 1, 1]
+    assert tset.info == {"res": 4, "dataset": [str(tmp_path / "chairs"), str(tmp_path / "tables")]}

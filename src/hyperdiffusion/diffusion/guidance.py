@@ -36,6 +36,7 @@ from hyperdiffusion.io import InputError
 
 CONDITIONS = ("class",)  # what TrainConfig.condition may name (None = unconditional, the paper)
 DEFAULT_DROP_PROB = 0.1  # Ho & Salimans 2022: p_uncond in {0.1, 0.2}
+SOURCE_KEYS = ("dataset",)  # TrainingSet.info entries that name the source, not the kind of sample
 
 
 def _manifest(folder: Path) -> dict[str, Any] | None:
@@ -127,14 +128,19 @@ def load_training_data(rep, data, condition: str | None, drop_prob: float, *, pr
         raise InputError(f"datasets {', '.join(map(str, sources))} give the class names {names}; each dataset must "
                          "be one class (a manifest category, a builtin family, or a distinct folder name)")
     first = sets[0]
+
+    def kind(info: dict[str, Any]) -> dict[str, Any]:  # what a sample is, without where it came from
+        return {k: v for k, v in info.items() if k not in SOURCE_KEYS}
+
     for s, src in zip(sets[1:], sources[1:]):
-        if s.info != first.info or s.sample_shape != first.sample_shape or s.layout != first.layout:
+        if kind(s.info) != kind(first.info) or s.sample_shape != first.sample_shape or s.layout != first.layout:
             raise InputError(f"{src}: its samples differ from {sources[0]}'s ({s.sample_shape} vs "
                              f"{first.sample_shape}, or another MLP / grid); one model needs one kind of sample")
     from hyperdiffusion.representations import TrainingSet
 
+    info = {**first.info, **({k: [s.info.get(k) for s in sets] for k in SOURCE_KEYS if k in first.info})}
     tset = TrainingSet(torch.cat([s.data for s in sets]), [f"{c}/{n}" for c, s in zip(names, sets) for n in s.names],
-                       first.info, first.layout, ",".join(map(str, sources)))
+                       info, first.layout, ",".join(map(str, sources)))
     labels = torch.cat([torch.full((len(s.data),), i, dtype=torch.long) for i, s in enumerate(sets)])
     return tset, ClassCondition(names, labels, [str(s) for s in sources], drop_prob)
 
