@@ -50,6 +50,7 @@ _API = {
     "evaluate": ("hyperdiffusion.evaluation.evaluate", "evaluate"),
     "EvalConfig": ("hyperdiffusion.evaluation.evaluate", "EvalConfig"),
     "compare": ("hyperdiffusion.evaluation.compare", "compare"),
+    "merge": ("hyperdiffusion.shards", "merge_all"),
     "REPRESENTATIONS": ("hyperdiffusion.representations", "REPRESENTATIONS"),
 }
 

@@ -210,8 +210,9 @@ def compare(dataset: str | Path, out: str | Path, cfg: CompareConfig = CompareCo
     out = ensure_writable_dir(out)
     write_json(out / "compare_config.json", {"compare": asdict(cfg), "preset": asdict(p), "n_samples": n,
                                              "dataset": str(dataset)})
+    # Every method is scored against the same test split: the reference x reference matrices once.
     eval_cfg = EvalConfig(split="test", train=str(dataset), emd_points=p.emd_points, seed=cfg.seed,
-                          device=cfg.device)
+                          device=cfg.device, cache=str(out / "reference_cache"))
     records = []
     for method in cfg.methods:
         label, runner = METHODS[method]
