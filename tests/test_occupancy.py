@@ -86,12 +86,17 @@ def _vf(mesh):
     return np.asarray(mesh.vertices, float), np.asarray(mesh.faces, np.int64)
 
 
+def flipped(mesh: trimesh.Trimesh, fraction: float, seed: int) -> trimesh.Trimesh:
+    """`mesh` with a random `fraction` of its faces turned inside out."""
+    faces = mesh.faces.copy()
+    flip = np.random.default_rng(seed).random(len(faces)) < fraction
+    faces[flip] = faces[flip][:, ::-1]
+    return trimesh.Trimesh(mesh.vertices, faces, process=False)
+
+
 def test_flipped_faces_are_repaired():
     mesh = torus(n_major=96, n_minor=48)
-    faces = mesh.faces.copy()
-    flip = np.random.default_rng(0).random(len(faces)) < 0.2
-    faces[flip] = faces[flip][:, ::-1]
-    damaged = trimesh.Trimesh(mesh.vertices, faces, process=False)
+    damaged = flipped(mesh, 0.2, seed=0)
     points = paper_points(mesh, 20_000)
     # Truth: the exact winding number of the undamaged (clean) mesh, so that only the
     # damage is measured, not the tessellation.
@@ -190,10 +195,7 @@ def test_fast_path_agrees_with_robust_path(name, mesh, truth):
 
 def test_fast_path_defers_to_robust_on_flipped_faces():
     mesh = torus(n_major=96, n_minor=48)
-    faces = mesh.faces.copy()
-    flip = np.random.default_rng(1).random(len(faces)) < 0.1
-    faces[flip] = faces[flip][:, ::-1]
-    damaged = trimesh.Trimesh(mesh.vertices, faces, process=False)
+    damaged = flipped(mesh, 0.1, seed=1)
     points = paper_points(mesh, 10_000)
     labels, used = label(damaged, points)
     assert used == "robust"
