@@ -58,12 +58,15 @@ def classify(clouds: list[np.ndarray | None], net) -> list[str | None]:
 
 
 def nna(clouds: list[np.ndarray | None], ref: np.ndarray) -> float:
-    """1-NNA under Chamfer ("hd" normalisation) of the first len(ref) non-empty samples against ref."""
+    """1-NNA under Chamfer ("hd" normalisation) between equal numbers of non-empty samples and references
+    (the first k of each, k the smaller count)."""
     from hyperdiffusion.evaluation import metrics
 
-    gen = [c for c in clouds if c is not None][: len(ref)]
-    if len(gen) < len(ref):
+    gen = [c for c in clouds if c is not None]
+    k = min(len(gen), len(ref))
+    if k < 2:
         return float("nan")
+    gen, ref = gen[:k], ref[:k]
     g, r = metrics.normalize_clouds(np.stack(gen), "hd"), metrics.normalize_clouds(ref, "hd")
     return metrics.set_metrics(metrics.pairwise_chamfer(g), metrics.pairwise_chamfer(g, r),
                                metrics.pairwise_chamfer(r))["nna"]
@@ -161,11 +164,11 @@ def stage_complete(run: Path, args) -> dict:
 
     # The strength is chosen on the validation chairs, then used on the test chairs.
     calib = {}
-    for s in args.strengths:
+    for s in (args.strengths if len(args.strengths) > 1 else []):  # one strength given: no choice to make
         cds = [min(run_one(load_cloud(root, n), replace(base, strength=s, seed=k))[2])
                for k, n in enumerate(ds.names("val")[: args.calib_shapes])]
         calib[f"{s:g}"] = float(np.mean(cds))
-    strength = float(min(args.strengths, key=lambda s: calib[f"{s:g}"]))
+    strength = float(min(args.strengths, key=lambda s: calib.get(f"{s:g}", 0.0)))
     variants = {"completion": replace(base, strength=strength), "chair_unguided": replace(base, strength=0.0)}
     rows, pictures, titles = [], [], []
     for k, name in enumerate(ds.names("test")):
