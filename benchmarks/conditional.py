@@ -216,7 +216,8 @@ def main(argv=None) -> int:
     p.add_argument("--picture-w", type=float, default=3.0)
     p.add_argument("--steps", type=int, default=50, help="DDIM steps for sampling and completion")
     p.add_argument("--interp-ddim-steps", type=int, default=None, help="DDIM steps of inversion/decoding (all T)")
-    p.add_argument("--strengths", type=float, nargs="+", default=[300.0, 1000.0])
+    p.add_argument("--strengths", type=float, nargs="+", default=[10.0, 30.0, 100.0],
+                   help="completion strengths; with several, chosen on --calib-shapes validation chairs")
     p.add_argument("--calib-shapes", type=int, default=3, help="validation chairs the strength is chosen on")
     p.add_argument("--complete-steps", type=int, default=25, help="DDIM steps of completion")
     p.add_argument("--complete-res", type=int, default=40, help="marching cubes for the completion Chamfer")
