@@ -255,3 +255,18 @@ def test_cosine_schedule_values():
     assert cosine_lr(cfg, 10) == pytest.approx(1e-4)
     with pytest.raises(ValueError, match="schedule"):
         FitConfig(schedule="linear")
+
+
+def test_old_stamps_resume_as_init_first():
+    """Chunks stamped before `init` and the recipe options existed still match the same settings."""
+    from hyperdiffusion.fields.fit import PRESETS, same_stamp
+
+    cfg = PRESETS["cpu"]
+    stamp = {"fit": cfg.to_dict(), "mlp": MLPConfig().to_dict(), "precision": "fp32"}
+    old_fit = {k: v for k, v in cfg.to_dict().items() if k not in ("init", "warmup_epochs", "hard_fraction", "hard_pool")}
+    old = {**stamp, "fit": {**old_fit, "first_weights": True}}
+    assert same_stamp(stamp, stamp) and same_stamp(old, stamp)
+    assert not same_stamp({**stamp, "fit": {**old_fit, "first_weights": False}}, stamp)  # not today's "random"
+    assert not same_stamp({**old, "fit": {**old["fit"], "lr": 1e-3}}, stamp)
+    assert not same_stamp(old, {**stamp, "fit": {**cfg.to_dict(), "warmup_epochs": 2}})
+    assert not same_stamp(None, stamp)

@@ -469,6 +469,27 @@ class _FitProgress:
         return on_epoch
 
 
+# FitConfig fields added after fits were first stamped; their defaults are what those fits did.
+_FIELDS_ADDED_LATER = ("warmup_epochs", "hard_fraction", "hard_pool")
+
+
+def same_stamp(stored: dict | None, stamp: dict) -> bool:
+    """Whether a chunk's stored stamp describes this run's settings.
+
+    Stamps written before `init` replaced `first_weights` (true = "first"; false meant a different
+    random start than `init="random"`, so it is not translated) and before the recipe options
+    above existed are read as those settings, so older fit folders (and `compare` outputs) resume.
+    """
+    if stored == stamp:
+        return True
+    fit = dict((stored or {}).get("fit") or {})
+    if fit.pop("first_weights", None) is not True or "init" in fit:
+        return False
+    defaults = FitConfig().to_dict()
+    fit = {"init": "first", **{k: defaults[k] for k in _FIELDS_ADDED_LATER}, **fit}
+    return {**stored, "fit": fit} == stamp
+
+
 def _fit_chunk(path: Path, names: list[str], init: torch.Tensor, dataset_root: Path, cfg: FitConfig,
                mlp: MLPConfig, device, precision: str, stamp: dict,
                on_epoch: Callable[[int, int], None] | None = None,
@@ -482,7 +503,7 @@ def _fit_chunk(path: Path, names: list[str], init: torch.Tensor, dataset_root: P
     wanted = eval_stamp(dataset_root, names, scores) if score else None
     if path.is_file():
         tensors, meta = load_safetensors(path)
-        if meta.get("names") != names or meta.get("stamp") != stamp:
+        if meta.get("names") != names or not same_stamp(meta.get("stamp"), stamp):
             raise InputError(f"{path}: written by a run with other shapes or settings; use a new output folder")
         weights, quality = tensors["weights"], meta["quality"]
         if score and meta.get("scores") != wanted:
