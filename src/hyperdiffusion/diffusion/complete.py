@@ -85,16 +85,6 @@ def level_error(weights: torch.Tensor, points: torch.Tensor, mlp, level_logit: f
     return ((logits - level_logit) ** 2).mean(dim=1)
 
 
-def output_from_x0(diffusion, x_t: torch.Tensor, t: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-    """The network output (x0, eps or v, as the diffusion predicts) that corresponds to clean x0."""
-    from hyperdiffusion.diffusion.gaussian import ModelMeanType
-
-    if diffusion.mean_type is ModelMeanType.X0:
-        return x0
-    eps = diffusion.eps_from_x0(x_t, t, x0)
-    return eps if diffusion.mean_type is ModelMeanType.EPS else diffusion.v_from_x0_eps(x0, t, eps)
-
-
 def reconstruction_guided(model: Callable, diffusion, norm, points: torch.Tensor, mlp, strength: float,
                           level_logit: float) -> Callable:
     """`model(x_t, t)` with x0_hat replaced by x0_tilde (module docstring); strength 0 returns `model` itself."""
@@ -110,7 +100,9 @@ def reconstruction_guided(model: Callable, diffusion, norm, points: torch.Tensor
             err = level_error(norm.decode(x0), points.to(x.device), mlp, level_logit)
             (grad,) = torch.autograd.grad(err.sum(), x)  # per sample: its own error's gradient
         x0 = x0.detach() - strength * _extract(diffusion.sqrt_alphas_cumprod, t, x_t) / 2 * grad
-        return output_from_x0(diffusion, x_t, t, x0)
+        # back to what the network predicts (x0, eps or v): the training target of this x0 and the
+        # noise it implies at x_t
+        return diffusion.training_target(x0, t, diffusion.eps_from_x0(x_t, t, x0))
 
     return call
 
