@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from hyperdiffusion.io import InputError, ensure_writable_dir, load_safetensors, save_safetensors, write_json
 from hyperdiffusion.evaluation.surface_scores import volume_iou
 from hyperdiffusion.fields.fit_eval import ScoreConfig, eval_stamp, format_scores, score_fits, summarise_scores
-from hyperdiffusion.fields.mlp import MLPConfig, batched_forward, default_init, save_weight_set
+from hyperdiffusion.fields.mlp import MLPConfig, batched_forward, default_init, logits_at, save_weight_set
 from hyperdiffusion.progress import progress as progress_bar
 from hyperdiffusion.shards import Shard, add_shard_argument
 
@@ -358,9 +358,7 @@ def fit_quality(weights: torch.Tensor, shapes: list[ShapeSamples], mlp: MLPConfi
     """IoU of (logit > 0) against the labels on each shape's held-out uniform and near-surface points."""
     out = []
     for w, s in zip(weights, shapes):
-        w = w.to(device).unsqueeze(0)
-        pred = torch.cat([batched_forward(w, s.eval_points[i:i + chunk].to(device).unsqueeze(0), mlp)[0].cpu() > 0
-                          for i in range(0, len(s.eval_points), chunk)]) if len(s.eval_points) else torch.zeros(0, dtype=torch.bool)
+        pred = logits_at(w, s.eval_points, mlp, device, chunk) > 0
         true = s.eval_occ > 0.5
         row = {}
         for key, sel in (("iou_uniform", ~s.eval_surface), ("iou_surface", s.eval_surface)):

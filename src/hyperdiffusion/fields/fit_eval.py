@@ -20,7 +20,7 @@ import torch
 import trimesh
 
 from hyperdiffusion.evaluation.surface_scores import F_SCORE_TAU, mesh_scores, sample_with_normals, volume_iou
-from hyperdiffusion.fields.mlp import MLPConfig, batched_forward
+from hyperdiffusion.fields.mlp import MLPConfig, logits_at
 
 
 @dataclass(frozen=True)
@@ -68,10 +68,7 @@ def score_fits(weights: torch.Tensor, names: list[str], dataset_root: str | Path
         if ev is None:
             rows.append({"eval_set": False})
             continue
-        w = weights[b:b + 1].to(device)
-        x = torch.from_numpy(ev["points"])
-        logits = torch.cat([batched_forward(w, x[i:i + chunk].to(device).unsqueeze(0), mlp)[0].cpu()
-                            for i in range(0, len(x), chunk)]) if len(x) else torch.zeros(0)
+        logits = logits_at(weights[b], torch.from_numpy(ev["points"]), mlp, device, chunk)
         pred, true, st = logits.numpy() > 0, ev["occ"], ev["stratum"]
         vol = st < 2
         v = volume_iou(pred[vol], true[vol], st[vol], ev["volumes"], cfg.n_boot, cfg.seed)

@@ -141,6 +141,17 @@ def batched_forward(weights: torch.Tensor, x: torch.Tensor, cfg: MLPConfig) -> t
     return h.squeeze(-1) if cfg.out_dim == 1 else h
 
 
+@torch.no_grad()
+def logits_at(weights: torch.Tensor, points: torch.Tensor, cfg: MLPConfig, device: str | torch.device = "cpu",
+              chunk: int = 65536) -> torch.Tensor:
+    """Logits of one MLP (weights [P]) at many points [n, in_dim], `chunk` points at a time: [n] on the CPU."""
+    w = weights.to(device).unsqueeze(0)
+    if len(points) == 0:
+        return torch.zeros(0)
+    return torch.cat([batched_forward(w, points[i:i + chunk].to(device).unsqueeze(0), cfg)[0].cpu()
+                      for i in range(0, len(points), chunk)])
+
+
 def default_init(cfg: MLPConfig, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """[n, P] vectors drawn as nn.Linear's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
     parts = []
