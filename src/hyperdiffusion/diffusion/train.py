@@ -369,7 +369,6 @@ class MetricsLog:
         if self.path.exists():  # drop records past the checkpoint we resume from: they will be redone
             keep = [ln for ln in self.path.read_text().splitlines() if _record_step(ln) <= resume_step]
             write_bytes(self.path, "".join(ln + "\n" for ln in keep).encode())
-        self.tb = None
         try:
             from torch.utils.tensorboard import SummaryWriter
 
