@@ -21,6 +21,8 @@ records the difference with the tolerance it is held to ("pass"), then times the
                float64 kd-tree: relative error and whether MMD / COV / 1-NNA change; TF32 unguarded for
                comparison; a 1000 x 1000 matrix at 2048 points
     emd        auction EMD against exact (scipy's assignment: no POT needed) with the proven bound
+    baselines  the voxel UNet, PVCNN2 (PVD) and DPC: one batch's loss against the CPU; training steps/s
+               of each paper-size model at the authors' batch
 
 Nothing is installed at run time. The project's modules are imported inside each section, so the
 script starts without trimesh, POT, libigl or manifold3d; a section whose imports fail is recorded
@@ -60,6 +62,7 @@ SIZES = {
     "parity_res": (64, 16),
     "chamfer_n": (1000, 6), "chamfer_parity_n": (100, 6), "points": (2048, 64),
     "emd_pairs": (8, 2),
+    "baseline_points": (2048, 64), "baseline_steps": (5, 1),
 }
 # A transformer small enough for the CPU side of the parity checks (and, with --tiny, for the
 # timings in place of the 1.41 B `plane` preset: same code, tiny sizes).
@@ -426,8 +429,71 @@ def section_emd(c: Check) -> dict[str, Any]:
             "auction_seconds_per_pair": sec / k, "exact_lsa_seconds_per_pair": exact_sec / k}
 
 
+# The baselines' denoisers (train presets of diffusion/train.py): (train preset, small model preset for
+# the CPU side of the parity check, data shape with P = the cloud size).
+BASELINES = {"voxel": ("voxel", "cpu", (1, 24, 24, 24)), "pvd": ("pvd", "tiny", ("P", 3)),
+             "dpc": ("dpc", "tiny", ("P", 3))}
+
+
+def section_baselines(c: Check) -> dict[str, Any]:
+    """The voxel UNet, PVD's PVCNN2 and DPC: the loss of one batch on the device against the CPU (the
+    same weights, inputs and latent noise; eval mode, so no dropout), then training steps/s of the
+    paper-size model at the authors' batch (fp32, as their presets train)."""
+    import copy
+
+    from hyperdiffusion.denoisers import build_denoiser, count_parameters, get_denoiser
+    from hyperdiffusion.diffusion.gaussian import GaussianDiffusion
+    from hyperdiffusion.diffusion.train import TRAIN_PRESETS, model_loss
+
+    s = c.sizes
+    out: dict[str, Any] = {"cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32)}
+    for method, (train_preset, small, shape) in BASELINES.items():
+        tc = TRAIN_PRESETS[train_preset]
+        shape = tuple(s["baseline_points"] if d == "P" else d for d in shape)
+        diffusion = GaussianDiffusion(tc.diffusion_config())
+        name = tc.denoiser_name
+        torch.manual_seed(0)
+        ref = build_denoiser(name, get_denoiser(name).config(small), shape).eval()
+        model = copy.deepcopy(ref).to(c.device)
+        g = torch.Generator().manual_seed(8)
+        x0 = torch.randn(2, *shape, generator=g) * 0.3
+        noise = torch.randn(x0.shape, generator=g)
+        t = torch.tensor([3, diffusion.num_timesteps * 3 // 4])
+        losses = []
+        for m, dev in ((ref, torch.device("cpu")), (model, c.device)):
+            torch.manual_seed(5)  # DPC's latent noise is drawn from the global CPU generator
+            with torch.no_grad():
+                losses.append(model_loss(m, diffusion, x0.to(dev), t.to(dev), noise.to(dev)).float().cpu())
+        # cuDNN convolutions (the UNet, PVCNN2's voxel branch) may use TF32 by default: held to TF32's level.
+        row: dict[str, Any] = {"parity_loss_rel_err": compared(rel_err(losses[1], losses[0]), 5e-3),
+                               "parity_preset": small}
+
+        torch.manual_seed(0)
+        preset = small if c.tiny else tc.preset
+        model = build_denoiser(name, get_denoiser(name).config(preset), shape).to(c.device).train()
+        batch = min(tc.batch_size, 4) if c.tiny else tc.batch_size
+        x0 = (torch.randn(batch, *shape, generator=g) * 0.3).to(c.device)
+        opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+
+        def steps(n: int) -> None:
+            for _ in range(n):
+                tt = torch.randint(0, diffusion.num_timesteps, (batch,), device=c.device)
+                loss = model_loss(model, diffusion, x0, tt, torch.randn_like(x0))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+        steps(2)  # warm-up: kernels, cuDNN plans, optimiser state
+        _, sec = c.timed(lambda: steps(s["baseline_steps"]))
+        row["throughput"] = {"train_preset": train_preset, "model_preset": preset, "params": count_parameters(model), "batch": batch,
+                             "precision": "fp32", "steps_per_s": s["baseline_steps"] / sec}
+        out[method] = row
+        del model, opt
+    return out
+
+
 SECTIONS = {"fit": section_fit, "train": section_train, "sample": section_sample, "mesh": section_mesh,
-            "chamfer": section_chamfer, "emd": section_emd}
+            "chamfer": section_chamfer, "emd": section_emd, "baselines": section_baselines}
 
 
 # ----------------------------------------------------------------------------- driver
@@ -479,6 +545,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default=None, help="default: cuda (cpu with --tiny)")
     ap.add_argument("--only", default=None, help=f"comma-separated sections of {', '.join(SECTIONS)}")
     ap.add_argument("--wheels", default=None, help="a folder of pure-Python wheels to import from (nothing installed)")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="start no section after this many seconds (the rest are recorded as skipped), so a "
+                         "time-limited lease still returns every finished section")
     args = ap.parse_args(argv)
     if args.wheels:
         sys.path[:0] = [str(p) for p in sorted(Path(args.wheels).glob("*-py3-none-any.whl"))]
@@ -496,16 +565,20 @@ def main(argv: list[str] | None = None) -> int:
     c = Check(args.tiny, device, sizes)
     report: dict[str, Any] = {"command": "python benchmarks/gpu_check.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                               "tiny": args.tiny, "environment": environment(device), "sizes": sizes, "sections": {}}
-    t0 = time.perf_counter()
-    for name in names:
-        print(f"gpu_check: {name} ...", flush=True)
-        report["sections"][name] = r = run_section(name, SECTIONS[name], c)
-        print(f"gpu_check: {name}: {r['status']} in {r['seconds']:.1f} s "
-              f"{r.get('reason') or r.get('error') or r.get('failed_checks') or ''}", flush=True)
-    report["seconds"] = time.perf_counter() - t0
     from hyperdiffusion.io import write_json
 
-    write_json(args.out, report)
+    t0 = time.perf_counter()
+    for name in names:
+        if args.budget_s is not None and time.perf_counter() - t0 > args.budget_s:
+            r = {"status": "skipped", "reason": f"--budget-s {args.budget_s:g} spent", "seconds": 0.0}
+        else:
+            print(f"gpu_check: {name} ...", flush=True)
+            r = run_section(name, SECTIONS[name], c)
+        report["sections"][name] = r
+        print(f"gpu_check: {name}: {r['status']} in {r['seconds']:.1f} s "
+              f"{r.get('reason') or r.get('error') or r.get('failed_checks') or ''}", flush=True)
+        report["seconds"] = time.perf_counter() - t0
+        write_json(args.out, report)  # after every section: a run cut off keeps what it finished
     print(json.dumps({k: v["status"] for k, v in report["sections"].items()}), f"-> {args.out}")
     return 0 if all(v["status"] in ("ok", "skipped") for v in report["sections"].values()) else 1
 

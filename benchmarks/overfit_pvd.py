@@ -36,6 +36,7 @@ from hyperdiffusion.denoisers import build_denoiser
 from hyperdiffusion.denoisers.pvcnn import PVCNN_PRESETS
 from hyperdiffusion.diffusion.gaussian import DiffusionConfig, GaussianDiffusion
 from hyperdiffusion.evaluation.metrics import pairwise_chamfer
+from hyperdiffusion.io import write_json
 
 
 def chamfer(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -62,16 +63,21 @@ def shapes(name: str, points: int) -> torch.Tensor:
     return torch.tensor(x / np.abs(x).max() * 0.45, dtype=torch.float32)
 
 
-def gaussian_ratio(model, diffusion, clouds: torch.Tensor) -> str:
+def gaussian_ratio(model, diffusion, clouds: torch.Tensor, record: dict | None = None) -> str:
     """Squared Chamfer of 8 DDIM-20 samples and of 8 std-matched Gaussian clouds to the nearest training cloud."""
+    device = next(model.parameters()).device
     model.eval()
     with torch.no_grad():
-        s = diffusion.sample(model, (8, *clouds.shape[1:]), sampler="ddim", steps=20,
-                             generator=torch.Generator().manual_seed(1)).numpy()
+        s = diffusion.sample(model, (8, *clouds.shape[1:]), sampler="ddim", steps=20, device=device,
+                             generator=torch.Generator(device).manual_seed(1)).cpu().numpy()
     model.train()
+    clouds = clouds.cpu()
     r = (torch.randn(8, *clouds.shape[1:], generator=torch.Generator().manual_seed(2)) * clouds.std()).numpy()
     ds, dr = pairwise_chamfer(s, clouds.numpy()), pairwise_chamfer(r, clouds.numpy())
-    return (f"samples vs Gaussian clouds (squared Chamfer): ratio {ds.min(1).mean() / dr.min(1).mean():.3f}, "
+    ratio = float(ds.min(1).mean() / dr.min(1).mean())
+    if record is not None:
+        record.update(ratio=ratio, nearest=ds.argmin(1).tolist(), sample_std=float(s.std()))
+    return (f"samples vs Gaussian clouds (squared Chamfer): ratio {ratio:.3f}, "
             f"nearest training clouds {ds.argmin(1).tolist()}, sample std {s.std():.3f} (data {clouds.std():.3f})")
 
 
@@ -91,13 +97,18 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=0, help="Gaussian-reference ratio every N steps (0: at the end)")
     ap.add_argument("--no-ddpm", action="store_true", help="skip the DDPM samples at the end")
     ap.add_argument("--log", type=int, default=100)
+    ap.add_argument("--preset", default="tiny", help="the PVCNN2 preset --cfg overrides (tiny, cpu, paper)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", default=None, help="also write the ratio curve, losses and seconds here")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    g = torch.Generator().manual_seed(0)
-    clouds = shapes(args.shapes, args.points) * args.scale
+    device = torch.device(args.device)
+    g = torch.Generator(device).manual_seed(0)
+    clouds = (shapes(args.shapes, args.points) * args.scale).to(device)
+    curve: list[dict] = []
     torch.manual_seed(0)
-    cfg = {**PVCNN_PRESETS["tiny"].to_dict(), "dropout": 0.0, **json.loads(args.cfg), "data_scale": 1.0}
-    model = build_denoiser("pvcnn2", cfg, (args.points, 3))
+    cfg = {**PVCNN_PRESETS[args.preset].to_dict(), "dropout": 0.0, **json.loads(args.cfg), "data_scale": 1.0}
+    model = build_denoiser("pvcnn2", cfg, (args.points, 3)).to(device)
     T = args.timesteps
     diffusion = GaussianDiffusion(DiffusionConfig(timesteps=T, beta_start=args.beta_start, beta_end=args.beta_end,
                                                   prediction=args.prediction, variance="fixed_small"))
@@ -105,8 +116,8 @@ def main() -> None:
     batch = clouds.repeat(args.copies, 1, 1)
     t0, losses = time.time(), []
     for step in range(args.steps):
-        t = torch.randint(0, T, (len(batch),), generator=g)
-        loss = diffusion.training_loss(model, batch, t, torch.randn(batch.shape, generator=g))
+        t = torch.randint(0, T, (len(batch),), generator=g, device=device)
+        loss = diffusion.training_loss(model, batch, t, torch.randn(batch.shape, generator=g, device=device))
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -114,14 +125,22 @@ def main() -> None:
         if (step + 1) % args.log == 0:
             print(f"step {step + 1}: loss {np.mean(losses[-args.log:]):.4f} ({time.time() - t0:.0f} s)", flush=True)
         if args.eval_every and (step + 1) % args.eval_every == 0:
-            print(f"step {step + 1}: {gaussian_ratio(model, diffusion, clouds)}", flush=True)
+            point = {"step": step + 1, "seconds": time.time() - t0, "loss": float(np.mean(losses[-args.eval_every:]))}
+            print(f"step {step + 1}: {gaussian_ratio(model, diffusion, clouds, point)}", flush=True)
+            curve.append(point)
+            if args.json:
+                write_json(args.json, {"args": vars(args), "params": sum(p.numel() for p in model.parameters()),
+                                       "curve": curve})
     print(gaussian_ratio(model, diffusion, clouds))
     model.eval()
+    gen = torch.Generator(device)
     with torch.no_grad():
-        ddim = diffusion.sample(model, clouds.shape, sampler="ddim", steps=20, generator=torch.Generator().manual_seed(3))
-        ddpm = None if args.no_ddpm else diffusion.sample(model, clouds.shape, sampler="ddpm",
-                                                          generator=torch.Generator().manual_seed(3))
-    random = (torch.rand(clouds.shape, generator=g) - 0.5) * 0.9 * args.scale
+        ddim = diffusion.sample(model, clouds.shape, sampler="ddim", steps=20, device=device,
+                                generator=gen.manual_seed(3)).cpu()
+        ddpm = None if args.no_ddpm else diffusion.sample(model, clouds.shape, sampler="ddpm", device=device,
+                                                          generator=gen.manual_seed(3)).cpu()
+    clouds = clouds.cpu()
+    random = (torch.rand(clouds.shape, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.9 * args.scale
     print(f"data std {clouds.std():.3f}; sample std DDIM {ddim.std():.3f}"
           + ("" if ddpm is None else f", DDPM {ddpm.std():.3f}"))
     print("Chamfer to the nearest training cloud: DDIM-20", nearest(ddim, clouds),
