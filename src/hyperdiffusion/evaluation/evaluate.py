@@ -123,11 +123,16 @@ def _device(name: str) -> str:
 
 
 def _chamfer_settings(device: str) -> dict:
-    # kd-trees on CPU (10x faster than torch.cdist here, REFERENCE.md); batched float32 torch on GPU.
+    # kd-trees on CPU (10x faster than torch.cdist here, REFERENCE.md); on a GPU the fused Triton
+    # kernel where Triton is installed, else batched float32 torch blocks.
     if device == "cpu":
         return {"backend": "kdtree"}
     import torch
 
+    from hyperdiffusion.evaluation import chamfer_triton
+
+    if chamfer_triton.available(device):
+        return {"backend": "triton", "device": device}
     return {"backend": "torch", "device": device, "dtype": torch.float32, "max_block_bytes": 2 << 30}
 
 
