@@ -11,7 +11,8 @@ a 2x0.3x0.3 bar along x, a 2x2x0.1 plate, a thin ring and a bar along z (`dpc` a
 centred and scaled to max |coordinate| 0.45, the dataset's range). They are diffused times
 `--scale` (5 = `data_scale` of every PVCNN2 preset, about unit std; 1 = the dataset's
 coordinates). The network is the tiny preset without dropout (`--cfg` overrides preset fields as
-JSON, e.g. '{"width_multiplier": 0.25}') and with `data_scale` 1 (the scaling is done here),
+JSON, e.g. '{"width_multiplier": 0.25}'; '{"input_skip": false}' is PVD's own network, which the
+tiny preset had before the "PVD diagnosis" of benchmarks/RESULTS.md) and with `data_scale` 1 (the scaling is done here),
 T = `--timesteps` steps with linear betas `--beta-start` -> `--beta-end`, Adam betas (0.5, 0.999),
 batch = `--copies` x the 4 clouds, one thread. Prints the loss every `--log` steps, then Chamfer
 (sum of the two mean nearest-neighbour distances, in the scaled units) of DDIM-20 and DDPM samples
@@ -19,7 +20,10 @@ and of random clouds in the same cube, each to its nearest training cloud; and t
 Chamfer of `evaluation.metrics.pairwise_chamfer` (the test suite's) of 8 DDIM-20 samples against
 8 Gaussian clouds with the training clouds' global std, as a ratio of means (below 1: samples
 closer than that reference), after training and every `--eval-every` steps.
-benchmarks/RESULTS.md ("PVD baseline") has what it gave.
+benchmarks/RESULTS.md ("PVD baseline", without the skip; "PVD diagnosis", with it) has what it gave:
+
+    python benchmarks/overfit_pvd.py --shapes dpc --points 128 --steps 300 --lr 2e-3 --timesteps 1000 \
+        --beta-end 0.02 --eval-every 50 --no-ddpm --cfg '{"input_skip": false}'   # PVD's T: samples 30x too wide
 """
 
 from __future__ import annotations

@@ -29,10 +29,21 @@ Voxel attention is therefore only in SA stage 2 (16^3), and attention logits are
 1/sqrt(C) (the authors' scaling is commented out).
 
 Our interface: `model(x_t [B, N, 3], t [B]) -> eps [B, N, 3]` (PVD transposes to [B, 3, N]).
-Voxelisation normalises each cloud to the unit cube, so the voxel branch does not depend on the
-data's scale; the point and SA branches do. PVD diffuses clouds of unit global std; ours are
-diffused as `data_scale` (5) times the dataset's normalised coordinates, which puts them near that
-scale: `training_loss` and `sample` apply and undo it (docs/BASELINES.md, "Data scale").
+PVD diffuses clouds of unit global std; ours are diffused as `data_scale` (5) times the dataset's
+normalised coordinates, which puts them near that scale: `training_loss` and `sample` apply and
+undo it (docs/BASELINES.md, "Data scale").
+
+What the network cannot see: a cloud's mean and overall scale. Voxelisation centres and rescales
+each cloud (PVD's modules/voxelization.py, `normalize=True` as the generation model builds it), and
+every convolution is followed by GroupNorm, whose statistics run over the points (PVD's
+modules/shared_mlp.py, modules/pvconv.py); the coordinates reach only the first stage, and the
+last FP stage gets no raw features (model/pvcnn_generation.py, `in_features_list[0]`, with
+extra_feature_channels = 0 in train_generation.py). At 1/4 width or less the first layers have
+8 channels or fewer, one per GroupNorm group, and the network is invariant to them exactly; at
+PVD's width, nearly. Its eps then misses the part that follows x_t's own mean and scale, which
+DDIM divides by sqrt(abar_t) (1/160 at t = 999): sampled clouds drift 10-30x too wide. `input_skip`
+adds that part back (g(t) x_t); it is on in our cpu and tiny presets, off in the paper preset
+(benchmarks/RESULTS.md, "PVD diagnosis").
 """
 
 from __future__ import annotations
@@ -79,6 +90,13 @@ class PVCNNConfig:
     # std; ours come in the dataset's normalised coordinates (max |coordinate| 0.475, global std
     # about 0.18 on built-in chairs), so 5 puts them near PVD's scale. 1 = diffuse the raw coordinates.
     data_scale: float = 5.0
+    # Not PVD's: eps = head(...) + g(t) * x_t, g a per-axis gain read from the time embedding, 1 at init.
+    # PVD's network cannot see a cloud's mean or scale (GroupNorm over the points after every layer,
+    # per-cloud voxel normalisation; see `PVCNN2`), so its eps misses the part that follows x_t. That
+    # part is tiny in training (x_t's scale is fixed by t) but amplified by 1 / sqrt(abar_t) when
+    # sampling: without it, DDIM samples of short runs are clouds 10-30x too wide (benchmarks/RESULTS.md,
+    # "PVD diagnosis"). Off in the paper preset (the authors' network); on in ours.
+    input_skip: bool = False
 
     def __post_init__(self) -> None:
         assert self.embed_dim >= 2, f"embed_dim must be >= 2, got {self.embed_dim}"
@@ -102,11 +120,12 @@ PVCNN_PRESETS: dict[str, PVCNNConfig] = {
     # Not from PVD: a quarter of the widths, half the grid sizes (16/8/4), a quarter of the SA
     # centres (256/64/16/4) and K = 16, so that a compare run trains in tens of minutes on 2 CPU
     # cores (benchmarks/RESULTS.md, "PVD"). Centres and ball queries dominate the time on a CPU.
+    # With `input_skip`: without it, 500 steps gave clouds 10x too wide (benchmarks/RESULTS.md, "PVD diagnosis").
     "cpu": PVCNNConfig(width_multiplier=0.25, voxel_resolution_multiplier=0.5, center_multiplier=0.25,
-                       num_neighbors=16),
+                       num_neighbors=16, input_skip=True),
     # Seconds in tests: the same topology at 1/8 width, 8/4/2 grids, a quarter of the centres.
     "tiny": PVCNNConfig(embed_dim=16, width_multiplier=0.125, voxel_resolution_multiplier=0.25,
-                        center_multiplier=0.25, num_neighbors=8),
+                        center_multiplier=0.25, num_neighbors=8, input_skip=True),
 }
 
 
@@ -292,6 +311,13 @@ class PVCNN2(nn.Module):
         self.fp = nn.ModuleList(fps)
         head = int(r * 128)
         self.head = nn.Sequential(SharedMLP(in_channels, (head,)), nn.Dropout(cfg.dropout), nn.Conv1d(head, 3, 1))
+        # g(t) = 1 at init: at large t, eps ~ x_t, and the skip carries it, so that the head (which sees x_t
+        # only up to its mean and scale) does not learn it in a form that ignores them. Zero at init, the
+        # head learned it first and samples still drifted wide (benchmarks/RESULTS.md, "PVD diagnosis").
+        self.skip = nn.Linear(e, 3) if cfg.input_skip else None
+        if self.skip is not None:
+            nn.init.zeros_(self.skip.weight)
+            nn.init.ones_(self.skip.bias)
 
     def training_loss(self, diffusion, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """The diffusion's loss on clouds scaled by `data_scale` (PVD's unit-std convention; see PVCNNConfig)."""
@@ -305,6 +331,7 @@ class PVCNN2(nn.Module):
         inputs = x.transpose(1, 2)  # [B, 3, N]
         B = inputs.shape[0]
         temb = self.embedf(timestep_embedding(t.reshape(-1).expand(B), self.cfg.embed_dim))[:, :, None]  # [B, E, 1]
+        gain = None if self.skip is None else self.skip(temb[:, :, 0])[:, None, :]  # [B, 1, 3]
 
         def with_t(f: torch.Tensor) -> torch.Tensor:
             return torch.cat([f, temb.expand(-1, -1, f.shape[2])], dim=1)
@@ -322,7 +349,8 @@ class PVCNN2(nn.Module):
             points = coords_list[-1 - j]
             features = fp(points, coords, with_t(features), skips[-1 - j])
             coords = points
-        return self.head(features).transpose(1, 2)
+        out = self.head(features).transpose(1, 2)
+        return out if gain is None else out + gain * x
 
 
 def build(config: dict[str, Any], sample_shape: tuple[int, ...]) -> PVCNN2:
