@@ -39,8 +39,9 @@ every convolution is followed by GroupNorm, whose statistics run over the points
 modules/shared_mlp.py, modules/pvconv.py); the coordinates reach only the first stage, and the
 last FP stage gets no raw features (model/pvcnn_generation.py, `in_features_list[0]`, with
 extra_feature_channels = 0 in train_generation.py). At 1/4 width or less the first layers have
-8 channels or fewer, one per GroupNorm group, and the network is invariant to them exactly; at
-PVD's width, nearly. Its eps then misses the part that follows x_t's own mean and scale, which
+8 channels or fewer, one per GroupNorm group, which removes a positive scale exactly (a trained
+`pvd-cpu` checkpoint's eps moved by 0.0004 where eps = x_t needs 0.1); at PVD's width (4 channels
+per group), nearly. Its eps then misses the part that follows x_t's own mean and scale, which
 DDIM divides by sqrt(abar_t) (1/160 at t = 999): sampled clouds drift 10-30x too wide. `input_skip`
 adds that part back (g(t) x_t); it is on in our cpu and tiny presets, off in the paper preset
 (benchmarks/RESULTS.md, "PVD diagnosis").
