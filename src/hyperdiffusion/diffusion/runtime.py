@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Iterator
@@ -98,4 +100,10 @@ def distributed(device: torch.device) -> Iterator[Distributed]:
         yield Distributed(dist.get_rank(), dist.get_world_size())
     finally:
         if own:
+            # Free the DDP wrapper (its reducer holds gloo work) and let every rank arrive before any
+            # tears the group down: without this, a gloo rank aborted at exit ("terminate called
+            # without an active exception") once in CI under load, after its training had finished.
+            gc.collect()
+            if sys.exc_info()[0] is None:
+                dist.barrier()
             dist.destroy_process_group()
