@@ -78,10 +78,11 @@ def _kernel():
 _KERNEL = None
 
 
-def one_way(a: torch.Tensor, b: torch.Tensor, progress=None) -> torch.Tensor:
+def one_way(a: np.ndarray, b: np.ndarray, device: str, progress=None) -> np.ndarray:
     """D[i, j] = mean over the points x of a[i] of min over b[j] of |x - y|^2, float64 [K, L].
 
-    a [K, n, 3] and b [L, m, 3] float32 tensors on the kernel's device.
+    a [K, n, 3] and b [L, m, 3], computed in float32 on `device` (metrics.pairwise_chamfer adds the
+    two directions).
     """
     global _KERNEL
     if _KERNEL is None:
@@ -89,29 +90,18 @@ def one_way(a: torch.Tensor, b: torch.Tensor, progress=None) -> torch.Tensor:
     progress = progress or (lambda _n: None)
     K, n, _ = a.shape
     L, m, _ = b.shape
-    sa = a.transpose(1, 2).contiguous()  # [K, 3, n]
-    sb = b.transpose(1, 2).contiguous()
+    # [K, 3, n]: one row per coordinate, so the kernel's loads are contiguous.
+    sa = torch.as_tensor(a, dtype=torch.float32, device=device).transpose(1, 2).contiguous()
+    sb = torch.as_tensor(b, dtype=torch.float32, device=device).transpose(1, 2).contiguous()
     n_blocks = -(-n // BLOCK_N)
     rows = max(1, MAX_PAIRS_PER_LAUNCH // L)
-    out = torch.empty(K, L, dtype=torch.float64, device=a.device)
-    jj = torch.arange(L, dtype=torch.int32, device=a.device)
+    out = torch.empty(K, L, dtype=torch.float64, device=sa.device)
+    jj = torch.arange(L, dtype=torch.int32, device=sa.device)
     for r in range(0, K, rows):
-        ii = torch.arange(r, min(K, r + rows), dtype=torch.int32, device=a.device)
+        ii = torch.arange(r, min(K, r + rows), dtype=torch.int32, device=sa.device)
         ia, jb = ii.repeat_interleave(L), jj.repeat(len(ii))
-        partial = torch.empty(len(ia) * n_blocks, dtype=torch.float32, device=a.device)
+        partial = torch.empty(len(ia) * n_blocks, dtype=torch.float32, device=sa.device)
         _KERNEL[(len(partial),)](sa, sb, ia, jb, partial, n, m, n_blocks, BLOCK_N=BLOCK_N, BLOCK_M=BLOCK_M)
         out[r:r + len(ii)] = partial.view(len(ii), L, n_blocks).double().sum(2) / n
         progress(len(ia))
-    return out
-
-
-def pairwise_chamfer(a: np.ndarray, b: np.ndarray, same: bool, device: str, progress=None) -> np.ndarray:
-    """metrics.pairwise_chamfer's matrix (sum of the two mean squared nearest-neighbour distances)
-    with the fused kernel; `same`: b is a, so one one-way pass and its transpose."""
-    progress = progress or (lambda _n: None)
-    ta = torch.as_tensor(a, dtype=torch.float32, device=device)
-    tb = ta if same else torch.as_tensor(b, dtype=torch.float32, device=device)
-    half = progress if same else (lambda p: progress(p / 2))
-    d_ab = one_way(ta, tb, half)
-    d_ba = d_ab if same else one_way(tb, ta, half)
-    return (d_ab + d_ba.T).cpu().numpy()
+    return out.cpu().numpy()

@@ -212,6 +212,15 @@ def emd_auction(x: torch.Tensor, y: torch.Tensor, squared: bool = False,
 # Pairwise matrices between two sets of clouds
 # ---------------------------------------------------------------------------
 
+def _both_ways(a: np.ndarray, b: np.ndarray, same: bool, one_way, progress) -> np.ndarray:
+    """Chamfer from one-way mean squared distances: D_ab + D_ba^T, one pass when b is a. Two passes of
+    K x L each when a and b differ: each counts half of every pair in `progress`."""
+    half = progress if same else (lambda p: progress(p / 2))
+    d_ab = one_way(a, b, half)
+    d_ba = d_ab if same else one_way(b, a, half)
+    return d_ab + d_ba.T
+
+
 def _one_way_kdtree(src: np.ndarray, dst: np.ndarray, workers: int, progress) -> np.ndarray:
     """D[i, j] = mean over points of src[i] of the squared distance to dst[j].
 
@@ -247,11 +256,7 @@ def pairwise_chamfer(a: np.ndarray, b: np.ndarray | None = None, backend: str = 
     b = a if same else np.asarray(b, np.float64)
     progress = progress or (lambda _n: None)
     if backend == "kdtree":
-        # Two one-way passes of K x L each when a and b differ: each counts half of every pair.
-        half = progress if same else (lambda p: progress(p / 2))
-        d_ab = _one_way_kdtree(a, b, workers, half)
-        d_ba = d_ab if same else _one_way_kdtree(b, a, workers, half)
-        return d_ab + d_ba.T
+        return _both_ways(a, b, same, lambda x, y, p: _one_way_kdtree(x, y, workers, p), progress)
     if backend == "torch":
         return _pairwise_chamfer_torch(a, b, device, max_block_bytes, dtype, progress)
     if backend == "triton":
@@ -259,7 +264,7 @@ def pairwise_chamfer(a: np.ndarray, b: np.ndarray | None = None, backend: str = 
 
         if not chamfer_triton.available(device):
             raise ValueError(f"the triton Chamfer backend needs Triton and a CUDA device; got {device!r}")
-        return chamfer_triton.pairwise_chamfer(a, b, same, device, progress)
+        return _both_ways(a, b, same, lambda x, y, p: chamfer_triton.one_way(x, y, device, p), progress)
     raise ValueError(f"unknown backend {backend!r}; choose 'kdtree', 'torch' or 'triton'")
 
 
