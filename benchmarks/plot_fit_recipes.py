@@ -4,7 +4,9 @@
 
 Each RESULTS.json is what benchmarks/fit_recipes.py wrote (one row per recipe and budget);
 one row of panels per file: evaluation-set volume IoU, F-score at 1 %, held-out uniform IoU,
-each against the process CPU seconds per shape.
+each against the process CPU seconds per shape. Rows with a `curve` (fit_recipes.py
+--curve-every) are drawn as that curve (F-scores from its coarser meshes), with the end
+point's own scores as a star.
 """
 
 from __future__ import annotations
@@ -41,8 +43,15 @@ def main() -> None:
             for recipe, rs in by_recipe.items():
                 rs = sorted(rs, key=lambda r: r["cpu_s"])
                 n = len(rs[0]["shapes"])
-                ax.plot([r["cpu_s"] / n for r in rs], [r[key] for r in rs], "o-", label=recipe,
-                        lw=2.5 if recipe == "paper" else 1.5)
+                width = 2.5 if recipe == "paper" else 1.5
+                curves = [r["curve"] for r in rs if r.get("curve") and key in r["curve"][0]]
+                if curves:
+                    for i, c in enumerate(curves):
+                        line, = ax.plot([q["cpu_s"] / n for q in c], [q[key] for q in c], "o-", ms=3, lw=width,
+                                        label=recipe if i == 0 else None)
+                        ax.plot([r["cpu_s"] / n for r in rs], [r[key] for r in rs], "*", ms=11, color=line.get_color())
+                else:
+                    ax.plot([r["cpu_s"] / n for r in rs], [r[key] for r in rs], "o-", label=recipe, lw=width)
             ax.set_xlabel("CPU seconds per shape")
             ax.set_title(f"{label}: {title}", fontsize=9)
             ax.grid(alpha=0.3)

@@ -60,3 +60,14 @@ def test_hard_mining_and_warmup_keep_batching_independent_and_still_fit():
     alone, _ = fit_shapes(shapes[1:], _init(), cfg, MLP)
     assert torch.allclose(batched[1], alone[0], atol=1e-5, rtol=0)
     assert fit_quality(batched, shapes, MLP)[0]["iou_uniform"] > 0.5   # 2 short epochs; not a quality bar
+
+
+def test_on_weights_sees_every_shapes_current_weights_and_ends_at_the_result():
+    # A shape that stops early keeps its final weights in later snapshots (fit_recipes.py curves).
+    cfg = replace(CFG, max_epochs=3, early_stop_patience=1, plateau_threshold=0.9)
+    seen = {}
+    shapes = [_sphere("a", n=4000, seed=1), _sphere("b", n=4000, seed=2)]
+    result, records = fit_shapes(shapes, _init(), cfg, MLP, on_weights=lambda e, w: seen.update({e: w.clone()}))
+    assert sorted(seen) == list(range(1, max(r.epochs for r in records) + 1))
+    assert torch.equal(seen[max(seen)], result)
+    assert not torch.equal(seen[1], result)

@@ -285,11 +285,14 @@ def _autocast(device: torch.device, precision: str):
 
 def fit_shapes(shapes: list[ShapeSamples], init: torch.Tensor, cfg: FitConfig, mlp: MLPConfig,
                device: str | torch.device = "cpu", precision: str = "fp32",
-               on_epoch: Callable[[int, int], None] | None = None) -> tuple[torch.Tensor, list[FitRecord]]:
+               on_epoch: Callable[[int, int], None] | None = None,
+               on_weights: Callable[[int, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, list[FitRecord]]:
     """Fit B shapes together from `init`: one vector [P] for all, or one per shape [B, P]; return
     ([B, P] weights, records).
 
-    `on_epoch(epoch, n_active)` is called after each epoch (progress display).
+    `on_epoch(epoch, n_active)` is called after each epoch (progress display);
+    `on_weights(epoch, weights [B, P])` too, with every shape's current weights (for curves of
+    fit quality against time, benchmarks/fit_recipes.py).
     """
     device = torch.device(device)
     n_shapes, n_params = len(shapes), mlp.n_params
@@ -347,6 +350,10 @@ def fit_shapes(shapes: list[ShapeSamples], init: torch.Tensor, cfg: FitConfig, m
             active = active[keep]
         if on_epoch:
             on_epoch(epoch + 1, len(active))
+        if on_weights:
+            now = result.clone()
+            now[torch.from_numpy(active)] = weights.detach().float().cpu()
+            on_weights(epoch + 1, now)
         if len(active) == 0:
             break
     return result, records  # type: ignore[return-value]
