@@ -1,18 +1,23 @@
-"""`prepare` time and label agreement: the fast path for closed meshes vs today's labels.
+"""`prepare` time and label agreement: today's labelling against the one before it.
 
 Runs `prepare_shape` (what `prepare` runs per shape, one worker) per mesh with the
-defaults (the fast path on closed meshes, `occupancy._fast_clean_inside`) and, where the
-fast path was taken, right after with `OccupancyConfig(fast=False)` (exact winding number
-on every point, as before) on the same points, so both see the same load; meshes on the
-robust path run the same code either way and are timed once. Per shape: the labeller,
-wall and process-CPU seconds before/after, the agreement of the training labels
-(samples.npz) with before, and for fast-path shapes the agreement with the robust path
-(`method="robust"`) on the same points. One JSON line per shape goes to OUT/rows.jsonl
-(resumable; `--part K/N` takes every N-th mesh from the K-th, for parallel runs), and
-`--summarise` prints the totals over every rows.jsonl given.
+default labelling ("after") and right after with the previous one ("before", `--before`,
+default `two_tier_winding=False`: libigl's default winding-number accuracy at every point,
+the labels before 2026-11-28 on every path) on the same points, so both see the same load.
+Shapes whose labeller runs the same code either way (the fast path for closed meshes,
+untouched by the two tiers) are timed once. Per shape: the labeller, wall and
+process-CPU seconds before/after, the agreement of the training labels (samples.npz) and of
+the evaluation set (eval.npz) with before. One JSON line per shape goes to OUT/rows.jsonl
+(resumable; `--part K/N` takes every N-th mesh from the K-th, `--count` the first N by
+name), and `--summarise` prints the totals over every rows.jsonl given. Set
+IGL_NUM_THREADS=1 (and OMP_NUM_THREADS=1) for one-thread timings.
 
-    python benchmarks/bench_labels.py ../shared/data/meshes/sweethome3d-chair --out /tmp/bench_labels
+    IGL_NUM_THREADS=1 python benchmarks/bench_labels.py ../shared/data/meshes/sweethome3d-chair --out /tmp/bench_labels
     python benchmarks/bench_labels.py --summarise /tmp/bench_labels/rows.jsonl
+
+The first version of this script measured the fast path for closed meshes against
+`fast=False` (now `--before '{"fast": false}'`) and also scored it against the robust
+path (`agree_robust` in its rows, summarised when present).
 """
 
 from __future__ import annotations
@@ -27,64 +32,72 @@ import numpy as np
 
 
 @contextmanager
-def labels(fast: bool):
-    """Make `occupancy.label` default to OccupancyConfig(fast=fast) (prepare calls it without a config)."""
+def labels(settings: dict):
+    """Make `occupancy.label` default to OccupancyConfig(**settings) (prepare calls it without a config)."""
     from hyperdiffusion.data import occupancy
 
     original = occupancy.label
     occupancy.label = lambda mesh, points, config=None: original(
-        mesh, points, config or occupancy.OccupancyConfig(fast=fast))
+        mesh, points, config or occupancy.OccupancyConfig(**settings))
     try:
         yield
     finally:
         occupancy.label = original
 
 
-def measure(name: str, source: str, out: Path) -> dict:
-    import trimesh
+# Labellers whose code `before` does not change, so they are timed once.
+UNCHANGED = {"two_tier_winding": ("fast", "empty"), "fast": ("robust", "empty")}
 
-    from hyperdiffusion.data import occupancy
+
+def measure(name: str, source: str, out: Path, before: dict) -> dict:
     from hyperdiffusion.data.prepare import PrepareConfig, prepare_shape
     from hyperdiffusion.io import load_npz, read_json
 
     config = PrepareConfig(workers=1)
-    row: dict = {"name": name}
-    for tag, fast in (("after", True), ("before", False)):
-        with labels(fast):
+    row: dict = {"name": name, "before": before}
+    unchanged = set.intersection(*(set(UNCHANGED.get(k, ())) for k in before)) if before else set()
+    for tag, settings in (("after", {}), ("before", before)):
+        with labels(settings):
             wall, cpu = time.perf_counter(), time.process_time()
             prepare_shape(name, source, out / tag, config)
             row[f"wall_{tag}"], row[f"cpu_{tag}"] = time.perf_counter() - wall, time.process_time() - cpu
         meta = read_json(out / "after" / "shapes" / name / "meta.json")
-        row.update(labeller=meta["labeller"], faces=meta["n_faces"], agree=1.0)
-        if meta["labeller"] != "fast":   # the same code before and after: timed once
+        row.update(labeller=meta["labeller"], faces=meta["n_faces"], agree=1.0, agree_eval=1.0)
+        if meta["labeller"] in unchanged:   # the same code before and after: timed once
             row["wall_before"], row["cpu_before"] = row["wall_after"], row["cpu_after"]
             return row
-    s = {tag: load_npz(out / tag / "shapes" / name / "samples.npz") for tag in ("before", "after")}
-    assert np.array_equal(s["before"]["points"], s["after"]["points"]), name
-    row["agree"] = float(np.mean(s["before"]["occ"] == s["after"]["occ"]))
-    mesh = trimesh.load(out / "after" / "shapes" / name / "mesh.ply", process=False)
-    robust = occupancy.inside(mesh, s["after"]["points"], occupancy.OccupancyConfig(method="robust"))
-    row["agree_robust"] = float(np.mean(robust == s["after"]["occ"].astype(bool)))
+    for key, file in (("agree", "samples.npz"), ("agree_eval", "eval.npz")):
+        s = {tag: load_npz(out / tag / "shapes" / name / file) for tag in ("before", "after")}
+        assert np.array_equal(s["before"]["points"], s["after"]["points"]), name
+        row[key] = float(np.mean(s["before"]["occ"] == s["after"]["occ"]))
     return row
 
 
 def summarise(rows: list[dict]) -> dict:
-    fast = [r for r in rows if r["labeller"] == "fast"]
-    total = {f"{k}_{t}": sum(r[f"{k}_{t}"] for r in rows) for k in ("wall", "cpu") for t in ("before", "after")}
+    def totals(rs: list[dict], prefix: str = "") -> dict:
+        t = {f"{prefix}{k}_{w}": sum(r[f"{k}_{w}"] for r in rs) for k in ("cpu", "wall") for w in ("before", "after")}
+        t[f"{prefix}speedup_cpu"] = t[f"{prefix}cpu_before"] / t[f"{prefix}cpu_after"]
+        t[f"{prefix}speedup_wall"] = t[f"{prefix}wall_before"] / t[f"{prefix}wall_after"]
+        return t
+
     agree = np.array([r["agree"] for r in rows])
-    out = {"shapes": len(rows), "fast_path_shapes": len(fast), **total,
-           "speedup_cpu": total["cpu_before"] / total["cpu_after"],
-           "speedup_wall": total["wall_before"] / total["wall_after"],
+    out = {"shapes": len(rows), **totals(rows),
            "agree_min": float(agree.min()), "agree_mean": float(agree.mean()),
            "agree_below_99.9": int((agree < 0.999).sum())}
+    if all("agree_eval" in r for r in rows):
+        ev = np.array([r["agree_eval"] for r in rows])
+        out.update(agree_eval_min=float(ev.min()), agree_eval_mean=float(ev.mean()),
+                   agree_eval_below_99_9=int((ev < 0.999).sum()))
+    for labeller in sorted({r["labeller"] for r in rows}):
+        rs = [r for r in rows if r["labeller"] == labeller]
+        out[f"{labeller}_shapes"] = len(rs)
+        out.update(totals(rs, f"{labeller}_"))
+        out[f"{labeller}_agree_min"] = float(min(r["agree"] for r in rs))
+    fast = [r for r in rows if "agree_robust" in r]
     if fast:
-        a = np.array([r["agree"] for r in fast])
         ar = np.array([r["agree_robust"] for r in fast])
-        out.update(fast_cpu_before=sum(r["cpu_before"] for r in fast), fast_cpu_after=sum(r["cpu_after"] for r in fast),
-                   fast_agree_min=float(a.min()), fast_agree_mean=float(a.mean()),
-                   fast_vs_robust_min=float(ar.min()), fast_vs_robust_mean=float(ar.mean()),
+        out.update(fast_vs_robust_min=float(ar.min()), fast_vs_robust_mean=float(ar.mean()),
                    fast_vs_robust_below_99_9=int((ar < 0.999).sum()))
-        out["speedup_cpu_fast_shapes"] = out["fast_cpu_before"] / out["fast_cpu_after"]
     return out
 
 
@@ -94,6 +107,8 @@ def main() -> None:
     ap.add_argument("--out", help="scratch folder for the prepared shapes and rows.jsonl")
     ap.add_argument("--count", type=int, default=None)
     ap.add_argument("--part", default="0/1", help="K/N: every N-th mesh from the K-th")
+    ap.add_argument("--before", default='{"two_tier_winding": false}',
+                    help="OccupancyConfig settings of the labels compared against, as JSON")
     ap.add_argument("--summarise", nargs="+", metavar="ROWS_JSONL")
     args = ap.parse_args()
     if args.summarise:
@@ -116,7 +131,7 @@ def main() -> None:
     for s in sources:
         if s.name in done:
             continue
-        row = measure(s.name, s.source, out)
+        row = measure(s.name, s.source, out, json.loads(args.before))
         with rows_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)

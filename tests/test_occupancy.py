@@ -204,3 +204,64 @@ def test_fast_path_defers_to_robust_on_flipped_faces():
     inverted = trimesh.Trimesh(mesh.vertices, mesh.faces[:, ::-1], process=False)
     labels, used = label(inverted, points)
     assert used == "fast" and (labels == in_torus(points)).mean() >= 0.995
+
+
+# --- the two-tier winding number of the robust path -------------------------------------------
+
+EXACT_ROBUST = OccupancyConfig(method="robust", two_tier_winding=False)
+
+
+def test_winding_number_off_position_is_libigls_default():
+    """Without a band, the cached hierarchy gives igl.fast_winding_number bit for bit (the labels
+    before the two tiers)."""
+    import igl
+
+    from hyperdiffusion.data.occupancy import WindingNumber
+
+    v, f = _vf(flipped(torus(n_major=48, n_minor=24), 0.2, seed=2))
+    q = paper_points(trimesh.Trimesh(v, f, process=False), 2_000)
+    exact = WindingNumber(v, f)
+    assert np.array_equal(exact(q), np.asarray(igl.fast_winding_number(v, f, q)))
+    assert np.array_equal(exact(q[:100]), exact(q)[:100])   # the hierarchy is reused
+
+
+def test_two_tier_winding_refines_only_near_the_threshold():
+    from hyperdiffusion.data.occupancy import WindingNumber
+
+    v, f = _vf(flipped(torus(n_major=48, n_minor=24), 0.2, seed=2))
+    q = paper_points(trimesh.Trimesh(v, f, process=False), 5_000)
+    exact = WindingNumber(v, f)(q)
+    two = WindingNumber(v, f, band=0.35)
+    w = two(q)
+    assert 0 < two.last_refined < len(q)            # some points are computed twice, most once
+    assert (w != exact).any()                       # the coarse pass really is another evaluation
+    assert ((w >= 0.5) == (exact >= 0.5)).mean() >= 0.999
+    zero = WindingNumber(v, f, band=0.0)            # no refinement: the coarse pass alone
+    assert zero(q).tolist() != exact.tolist() and zero.last_refined == 0
+
+
+@pytest.mark.parametrize("name, mesh", [
+    ("sphere", trimesh.creation.icosphere(subdivisions=4, radius=0.475)),
+    ("box with a missing face", trimesh.Trimesh(trimesh.creation.box(extents=(0.95, 0.6, 0.4)).vertices,
+                                                trimesh.creation.box(extents=(0.95, 0.6, 0.4)).faces[1:],
+                                                process=False)),
+    ("open sheet", trimesh.Trimesh([[-.4, -.4, 0], [.4, -.4, 0], [.4, .4, .1], [-.4, .4, 0]], [[0, 1, 2], [0, 2, 3]])),
+    ("torus with flipped faces", flipped(torus(n_major=64, n_minor=32), 0.2, seed=4)),
+])
+def test_two_tier_labels_agree_with_one_tier(name, mesh, monkeypatch):
+    from hyperdiffusion.data import occupancy
+
+    bands = []
+
+    class Recording(occupancy.WindingNumber):
+        def __init__(self, vertices, faces, band=None):
+            super().__init__(vertices, faces, band)
+            bands.append(band)
+
+    monkeypatch.setattr(occupancy, "WindingNumber", Recording)
+    points = paper_points(mesh, 5_000)
+    two, used = label(mesh, points, ROBUST)
+    assert used == "robust" and bands == [0.35]     # the switch's on position: two tiers
+    one, _ = label(mesh, points, EXACT_ROBUST)
+    assert bands == [0.35, None]                    # off: libigl's default accuracy everywhere
+    assert (two == one).mean() >= 0.999, name

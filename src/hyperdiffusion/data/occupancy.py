@@ -63,6 +63,12 @@ class OccupancyConfig:
 
     method: str = "auto"          # "auto": clean path when the mesh is closed, else robust
     fast: bool = True             # clean path: components + ray crossings (same labels, several x faster)
+    # Robust path: the winding number in two tiers, libigl's Barnes-Hut accuracy 1.0 first (3-4x
+    # cheaper, off by up to ~0.5 on rare points), then its default 2.0 wherever the first pass
+    # lies within `winding_band` of the 0.5 threshold. False: 2.0 everywhere (the labels before
+    # 2026-11-28, bit for bit). Measured in benchmarks/RESULTS.md, "Faster labels".
+    two_tier_winding: bool = True
+    winding_band: float = 0.35
     resolution: int = 128         # voxels along the longest side of the padded bounding box
     sheet_thickness: float = 1.0  # slab thickness of a single-sided sheet, in voxels
     probe_voxels: float = 2.0     # distance of the face probes; > sqrt(3) to leave surface voxels
@@ -71,6 +77,7 @@ class OccupancyConfig:
         assert self.method in METHODS, f"method must be one of {METHODS}, got {self.method!r}"
         assert self.resolution >= 16, "resolution must be >= 16 voxels"
         assert self.sheet_thickness >= 0, "sheet_thickness must be >= 0"
+        assert 0 <= self.winding_band, "winding_band must be >= 0"
 
 
 # What `label` reports as the labeller it used (prepare records it in each shape's meta.json).
@@ -91,12 +98,12 @@ def label(mesh: trimesh.Trimesh, points: np.ndarray,
     if len(faces) == 0 or len(points) == 0:
         return np.zeros(len(points), dtype=bool), "empty"
     if config.method == "winding":
-        return _winding(vertices, faces, points) >= 0.5, "winding"
+        return WindingNumber(vertices, faces)(points) >= 0.5, "winding"
     if config.method == "auto" and is_clean(vertices, faces):
         faces = _orient_patches(vertices, faces)
         if config.fast and _signed_volume(vertices, faces) > 0:
             return _fast_clean_inside(vertices, faces, points, config.resolution), "fast"
-        return _winding(vertices, faces, points) >= 0.5, "clean"
+        return WindingNumber(vertices, faces)(points) >= 0.5, "clean"
     return _robust_inside(vertices, faces, points, config), "robust"
 
 
@@ -157,8 +164,47 @@ def _orient_patches(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return oriented
 
 
+# libigl's Barnes-Hut accuracy: a cluster of faces is expanded when the query is closer than
+# `accuracy` times its radius. 2.0 is libigl's default (`igl.fast_winding_number`, the
+# official code's labels); 1.0 is 3-4x cheaper but off by up to ~0.5 right next to the surface.
+EXACT_ACCURACY, COARSE_ACCURACY = 2.0, 1.0
+
+
+class WindingNumber:
+    """Generalised winding number of one triangle soup at any number of query sets.
+
+    The hierarchy (libigl `FastWindingNumberBVH`) is built once; `igl.fast_winding_number`
+    rebuilt it on every call. With `band=None` every point is evaluated at EXACT_ACCURACY,
+    which is bit for bit `igl.fast_winding_number`. With a `band`, every point is first
+    evaluated at COARSE_ACCURACY and those within `band` of the 0.5 threshold again at
+    EXACT_ACCURACY: only the side of 0.5 matters to the labels, and on the real chairs every
+    label the coarse pass got wrong had |w - 0.5| < 0.3 (benchmarks/RESULTS.md, "Faster
+    labels"); `last_refined` counts the points of the last call evaluated twice.
+    """
+
+    def __init__(self, vertices: np.ndarray, faces: np.ndarray, band: float | None = None):
+        self.bvh = igl.FastWindingNumberBVH()
+        self.bvh.init(np.ascontiguousarray(vertices, dtype=np.float64), np.ascontiguousarray(faces, dtype=np.int64))
+        self.band = band
+        self.last_refined = 0
+
+    def __call__(self, points: np.ndarray) -> np.ndarray:
+        points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
+        if len(points) == 0:
+            return np.zeros(0)
+        if self.band is None:
+            return np.asarray(self.bvh.winding_number(points, EXACT_ACCURACY)).reshape(-1)
+        w = np.array(self.bvh.winding_number(points, COARSE_ACCURACY), dtype=np.float64).reshape(-1)
+        redo = np.flatnonzero(np.abs(w - 0.5) < self.band)
+        self.last_refined = len(redo)
+        if len(redo):
+            w[redo] = np.asarray(self.bvh.winding_number(points[redo], EXACT_ACCURACY)).reshape(-1)
+        return w
+
+
 def _winding(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
-    return np.asarray(igl.fast_winding_number(vertices, faces, points)).reshape(-1)
+    """Exact (EXACT_ACCURACY) winding number at `points`, for one-off queries."""
+    return WindingNumber(vertices, faces)(points)
 
 
 def _signed_volume(vertices: np.ndarray, faces: np.ndarray) -> float:
@@ -295,12 +341,14 @@ def _robust_inside(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray,
     # Flood fill from the border (6-connected background): what it cannot reach is enclosed.
     enclosed = ndi.binary_fill_holes(surface) & ~surface
     probe = config.probe_voxels * grid.voxel
+    # One hierarchy for the ~4 query sets below (face probes, near points, far points).
+    winding = WindingNumber(vertices, faces, config.winding_band if config.two_tier_winding else None)
 
     def winding_inside(x: np.ndarray, skip: np.ndarray) -> np.ndarray:
         """Winding number >= 0.5, evaluated only where `skip` is False (it is the costly part)."""
         out = np.zeros(len(x), dtype=bool)
         if (~skip).any():
-            out[~skip] = _winding(vertices, faces, x[~skip]) >= 0.5
+            out[~skip] = winding(x[~skip]) >= 0.5
         return out
 
     # Near points (within `probe` of the surface) need the surface itself. A dilated surface
