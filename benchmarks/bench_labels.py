@@ -1,18 +1,20 @@
-"""`prepare` time and label agreement: today's labelling against the one before it.
+"""`prepare` time and label agreement: today's labelling against an earlier one.
 
 Runs `prepare_shape` (what `prepare` runs per shape, one worker) per mesh with the
-default labelling ("after") and right after with the previous one ("before", `--before`,
-default `two_tier_winding=False`: libigl's default winding-number accuracy at every point,
-the labels before 2026-11-28 on every path) on the same points, so both see the same load.
-Shapes whose labeller runs the same code either way (the fast path for closed meshes,
-untouched by the two tiers) are timed once. Per shape: the labeller, wall and
-process-CPU seconds before/after, the agreement of the training labels (samples.npz) and of
-the evaluation set (eval.npz) with before. One JSON line per shape goes to OUT/rows.jsonl
-(resumable; `--part K/N` takes every N-th mesh from the K-th, `--count` the first N by
-name), and `--summarise` prints the totals over every rows.jsonl given. Set
-IGL_NUM_THREADS=1 (and OMP_NUM_THREADS=1) for one-thread timings.
+default labelling ("after") and right after with an earlier one ("before") on the same
+points, so both see the same load. `--before` is either OccupancyConfig settings (default
+`{"two_tier_winding": false}`: libigl's default winding-number accuracy at every point) or
+`git:REV`, occupancy.py as it was at that revision (e.g. the commit before the two-tier
+winding number, to time the code as it was on every path). With settings, shapes whose
+labeller runs the same code either way (the fast path for closed meshes under
+`two_tier_winding`) are timed once. Per shape: the labeller, wall and process-CPU seconds
+before/after, the agreement of the training labels (samples.npz) and of the evaluation set
+(eval.npz) with before. One JSON line per shape goes to OUT/rows.jsonl (resumable; `--part
+K/N` takes every N-th mesh from the K-th, `--count` the first N by name), and `--summarise`
+prints the totals, per labeller too, over every rows.jsonl given. Set IGL_NUM_THREADS=1
+(libigl's threads) and OMP_NUM_THREADS=1 for one-thread timings.
 
-    IGL_NUM_THREADS=1 python benchmarks/bench_labels.py ../shared/data/meshes/sweethome3d-chair --out /tmp/bench_labels
+    IGL_NUM_THREADS=1 python benchmarks/bench_labels.py ../shared/data/meshes/sweethome3d-chair --out /tmp/bench_labels --before git:95fa94f
     python benchmarks/bench_labels.py --summarise /tmp/bench_labels/rows.jsonl
 
 The first version of this script measured the fast path for closed meshes against
@@ -30,32 +32,54 @@ from pathlib import Path
 
 import numpy as np
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def occupancy_at(rev: str):
+    """hyperdiffusion.data.occupancy as it was at git revision `rev` (a separate module)."""
+    import subprocess
+    import sys
+    import types
+
+    name = f"occupancy_at_{rev}"
+    if name not in sys.modules:
+        source = subprocess.run(["git", "show", f"{rev}:src/hyperdiffusion/data/occupancy.py"], cwd=ROOT,
+                                capture_output=True, text=True, check=True).stdout
+        module = sys.modules[name] = types.ModuleType(name)   # dataclasses look their module up
+        exec(compile(source, f"{rev}:occupancy.py", "exec"), module.__dict__)
+    return sys.modules[name]
+
 
 @contextmanager
-def labels(settings: dict):
-    """Make `occupancy.label` default to OccupancyConfig(**settings) (prepare calls it without a config)."""
+def labels(settings: dict | str):
+    """Make `occupancy.label` default to OccupancyConfig(**settings), or be the `label` of git
+    revision "git:REV" (prepare calls it without a config)."""
     from hyperdiffusion.data import occupancy
 
     original = occupancy.label
-    occupancy.label = lambda mesh, points, config=None: original(
-        mesh, points, config or occupancy.OccupancyConfig(**settings))
+    if isinstance(settings, str):
+        occupancy.label = occupancy_at(settings.removeprefix("git:")).label
+    else:
+        occupancy.label = lambda mesh, points, config=None: original(
+            mesh, points, config or occupancy.OccupancyConfig(**settings))
     try:
         yield
     finally:
         occupancy.label = original
 
 
-# Labellers whose code `before` does not change, so they are timed once.
+# Labellers whose code a `before` setting does not change, so they are timed once.
 UNCHANGED = {"two_tier_winding": ("fast", "empty"), "fast": ("robust", "empty")}
 
 
-def measure(name: str, source: str, out: Path, before: dict) -> dict:
+def measure(name: str, source: str, out: Path, before: dict | str) -> dict:
     from hyperdiffusion.data.prepare import PrepareConfig, prepare_shape
     from hyperdiffusion.io import load_npz, read_json
 
     config = PrepareConfig(workers=1)
     row: dict = {"name": name, "before": before}
-    unchanged = set.intersection(*(set(UNCHANGED.get(k, ())) for k in before)) if before else set()
+    unchanged = set.intersection(*(set(UNCHANGED.get(k, ())) for k in before)) \
+        if isinstance(before, dict) and before else set()
     for tag, settings in (("after", {}), ("before", before)):
         with labels(settings):
             wall, cpu = time.perf_counter(), time.process_time()
@@ -108,7 +132,8 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=None)
     ap.add_argument("--part", default="0/1", help="K/N: every N-th mesh from the K-th")
     ap.add_argument("--before", default='{"two_tier_winding": false}',
-                    help="OccupancyConfig settings of the labels compared against, as JSON")
+                    help="the labels compared against: OccupancyConfig settings as JSON, or git:REV for "
+                         "occupancy.py as it was at that revision (timed on every path)")
     ap.add_argument("--summarise", nargs="+", metavar="ROWS_JSONL")
     args = ap.parse_args()
     if args.summarise:
@@ -131,7 +156,8 @@ def main() -> None:
     for s in sources:
         if s.name in done:
             continue
-        row = measure(s.name, s.source, out, json.loads(args.before))
+        before = args.before if args.before.startswith("git:") else json.loads(args.before)
+        row = measure(s.name, s.source, out, before)
         with rows_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)

@@ -265,3 +265,25 @@ def test_two_tier_labels_agree_with_one_tier(name, mesh, monkeypatch):
     one, _ = label(mesh, points, EXACT_ROBUST)
     assert bands == [0.35, None]                    # off: libigl's default accuracy everywhere
     assert (two == one).mean() >= 0.999, name
+
+
+def test_mesh_preparation_is_reused_only_for_the_same_mesh():
+    """prepare labels a shape twice (samples, evaluation set): the second call reuses the mesh's
+    voxel solid and hierarchy, and gives what a fresh call gives; another mesh starts afresh."""
+    from hyperdiffusion.data import occupancy
+
+    box = trimesh.creation.box(extents=(0.95, 0.6, 0.4))
+    open_box = trimesh.Trimesh(box.vertices, box.faces[1:], process=False)
+    first, second = paper_points(box, 3_000, seed=1), paper_points(box, 3_000, seed=2)
+    for mesh, used in ((open_box, "robust"), (box, "fast")):
+        occupancy._LAST_MESH.clear()
+        label(mesh, first)
+        reused, how = label(mesh, second)
+        assert how == used and any(isinstance(k, tuple) and k[0] == used for k in occupancy._LAST_MESH)
+        occupancy._LAST_MESH.clear()
+        assert np.array_equal(reused, label(mesh, second)[0])
+    shifted = open_box.copy()
+    shifted.vertices = shifted.vertices + [0.02, 0.0, 0.0]      # same faces, other vertices
+    moved = label(shifted, second)[0]
+    assert (moved == in_box(second, centre=(0.02, 0.0, 0.0))).mean() >= 0.999
+    assert (moved != label(open_box, second)[0]).any()

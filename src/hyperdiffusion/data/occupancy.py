@@ -44,6 +44,8 @@ in parallel worker processes; memory is a few `resolution**3` byte grids.
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 from dataclasses import dataclass
 
 import igl
@@ -94,17 +96,28 @@ def label(mesh: trimesh.Trimesh, points: np.ndarray,
     """(`inside` labels, the labeller that made them: one of LABELLERS)."""
     config = config or OccupancyConfig()
     points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
-    vertices, faces = _merged(mesh)
+    cache = _mesh_cache(mesh)
+    if "merged" not in cache:
+        cache["merged"] = _merged(mesh)
+    vertices, faces = cache["merged"]
     if len(faces) == 0 or len(points) == 0:
         return np.zeros(len(points), dtype=bool), "empty"
     if config.method == "winding":
         return WindingNumber(vertices, faces)(points) >= 0.5, "winding"
-    if config.method == "auto" and is_clean(vertices, faces):
+    if config.method == "auto" and "clean" not in cache:
+        cache["clean"] = is_clean(vertices, faces)
+    if config.method == "auto" and cache["clean"]:
         faces = _orient_patches(vertices, faces)
         if config.fast and _signed_volume(vertices, faces) > 0:
-            return _fast_clean_inside(vertices, faces, points, config.resolution), "fast"
+            key = ("fast", config.resolution)
+            if key not in cache:
+                cache[key] = _clean_components(vertices, faces, config.resolution)
+            return _fast_clean_inside(vertices, faces, points, cache[key]), "fast"
         return WindingNumber(vertices, faces)(points) >= 0.5, "clean"
-    return _robust_inside(vertices, faces, points, config), "robust"
+    key = ("robust", config.resolution, config.probe_voxels, config.two_tier_winding, config.winding_band)
+    if key not in cache:
+        cache[key] = _robust_solid(vertices, faces, config)
+    return _robust_inside(cache[key], points, config), "robust"
 
 
 def is_clean(vertices: np.ndarray, faces: np.ndarray) -> bool:
@@ -112,14 +125,39 @@ def is_clean(vertices: np.ndarray, faces: np.ndarray) -> bool:
 
     Then the winding number is exact (after pointing each part outward).
     """
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    faces = np.asarray(faces, dtype=np.int64)
+    start = faces.reshape(-1)
+    end = faces[:, [1, 2, 0]].reshape(-1)
     # Each directed edge must appear once and its reverse once: watertight and consistently wound.
-    directed, counts = np.unique(edges, axis=0, return_counts=True)
-    if np.any(counts != 1):
+    # Edges as one int64 each (start * #V + end): a 1-D sort, far cheaper than unique rows.
+    key = np.sort(start * np.int64(len(vertices)) + end)
+    if np.any(key[1:] == key[:-1]):
         return False
-    key = directed[:, 0] * np.int64(len(vertices)) + directed[:, 1]
-    reverse = directed[:, 1] * np.int64(len(vertices)) + directed[:, 0]
+    reverse = end * np.int64(len(vertices)) + start
     return bool(np.isin(reverse, key, assume_unique=True).all())
+
+
+# `prepare` labels each shape twice (its training samples, then its evaluation set). The
+# preparation of the last mesh labelled (merged vertices, cleanliness, the robust path's voxel
+# solid and winding-number hierarchy) is kept, keyed by the mesh's content, so the second call
+# only labels points. One mesh at a time: a few `resolution**3` byte grids.
+_LAST_MESH: dict = {}
+# Emptied at exit, while libigl's bindings are still alive (else nanobind reports the cached
+# winding-number hierarchy as leaked).
+atexit.register(_LAST_MESH.clear)
+
+
+def _mesh_cache(mesh: trimesh.Trimesh) -> dict:
+    """The cache entry of `mesh` (emptied first when another mesh was labelled last)."""
+    vertices = np.ascontiguousarray(mesh.vertices, dtype=np.float64)
+    faces = np.ascontiguousarray(mesh.faces, dtype=np.int64)
+    digest = hashlib.blake2b(vertices.tobytes(), digest_size=16)
+    digest.update(faces.tobytes())
+    key = (vertices.shape, faces.shape, digest.hexdigest())
+    if _LAST_MESH.get("key") != key:
+        _LAST_MESH.clear()
+        _LAST_MESH["key"] = key
+    return _LAST_MESH
 
 
 # --- mesh preparation -------------------------------------------------------------------------
@@ -246,16 +284,16 @@ def _ray_winding(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) ->
     return result
 
 
-def _fast_clean_inside(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, resolution: int) -> np.ndarray:
-    """`_winding(...) >= 0.5` for a closed, outward-oriented mesh, computed only near the surface.
+@dataclass(frozen=True)
+class _Components:
+    """The fast path's voxel stage for one mesh (cached per mesh; see `_fast_clean_inside`)."""
+    grid: _Grid
+    labels: np.ndarray     # component of each voxel; 0 is the band around the surface
+    table: np.ndarray      # [n + 1] the inside/outside of each component
+    exact: np.ndarray      # [n + 1] components computed point by point (the band, unsure ones)
 
-    Triangles are sampled at most half a voxel apart, so every voxel the surface touches
-    is a sampled voxel or one of its 26 neighbours: the dilated *band* covers the
-    surface, and each connected component of the remaining voxels lies in one piece of
-    space minus the surface, where the winding number is one integer. Each component is
-    read at its first and last voxel (one evaluation each); a component whose two reads
-    differ (it should not happen) is computed point by point like the band.
-    """
+
+def _clean_components(vertices: np.ndarray, faces: np.ndarray, resolution: int) -> _Components:
     grid = _make_grid(vertices, resolution)
     band = ndi.binary_dilation(_surface_voxels(vertices, faces, grid), structure=np.ones((3, 3, 3), bool))
     components, n = ndi.label(~band)
@@ -267,6 +305,22 @@ def _fast_clean_inside(vertices: np.ndarray, faces: np.ndarray, points: np.ndarr
     read = np.split(_winding(vertices, faces, centres) >= 0.5, 2) if n else (np.zeros(0, bool),) * 2
     table = np.concatenate([[False], read[0]])
     exact = np.concatenate([[True], read[0] != read[1]])                  # band and unsure components
+    return _Components(grid, components, table, exact)
+
+
+def _fast_clean_inside(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray,
+                       stage: _Components) -> np.ndarray:
+    """`_winding(...) >= 0.5` for a closed, outward-oriented mesh, computed only near the surface.
+
+    Triangles are sampled at most half a voxel apart, so every voxel the surface touches
+    is a sampled voxel or one of its 26 neighbours: the dilated *band* covers the
+    surface, and each connected component of the remaining voxels lies in one piece of
+    space minus the surface, where the winding number is one integer. Each component is
+    read at its first and last voxel (one evaluation each); a component whose two reads
+    differ (it should not happen) is computed point by point like the band
+    (`_clean_components`, made once per mesh).
+    """
+    grid, components, table, exact = stage.grid, stage.labels, stage.table, stage.exact
     ijk, valid = grid.index(points)
     comp = np.where(valid, components[ijk[:, 0], ijk[:, 1], ijk[:, 2]], -1)
     # Outside the padded bounding box (comp -1) a closed outward surface has winding number 0.
@@ -291,6 +345,17 @@ class _Grid:
         ijk = np.floor((points - self.origin) / self.voxel).astype(np.int64)
         valid = np.all((ijk >= 0) & (ijk < np.asarray(self.shape)), axis=1)
         return np.clip(ijk, 0, np.asarray(self.shape) - 1), valid
+
+    def flat_index(self, points: np.ndarray) -> np.ndarray:
+        """Flat (C-order) voxel indices of the points inside the grid; the others are dropped."""
+        x = points - self.origin
+        x /= self.voxel
+        ijk = np.floor(x, out=x).astype(np.int64)
+        shape = np.asarray(self.shape)
+        valid = ((ijk >= 0) & (ijk < shape)).all(axis=1)
+        if not valid.all():
+            ijk = ijk[valid]
+        return (ijk[:, 0] * shape[1] + ijk[:, 1]) * shape[2] + ijk[:, 2]
 
     def lookup(self, volume: np.ndarray, points: np.ndarray) -> np.ndarray:
         ijk, valid = self.index(points)
@@ -319,11 +384,12 @@ def _surface_voxels(vertices: np.ndarray, faces: np.ndarray, grid: _Grid) -> np.
         chunk = max(1, 8_000_000 // len(bary))
         for start in range(0, len(group), chunk):
             g = group[start:start + chunk]
-            pts = (g[:, None, 0] + bary[None, :, :1] * (g[:, None, 1] - g[:, None, 0])
-                   + bary[None, :, 1:] * (g[:, None, 2] - g[:, None, 0])).reshape(-1, 3)
-            ijk, valid = grid.index(pts)
-            ijk = ijk[valid]
-            occupied[ijk[:, 0], ijk[:, 1], ijk[:, 2]] = True
+            # g0 + b1 (g1 - g0) + b2 (g2 - g0), in place (the same floating-point operations
+            # in the same order as the plain expression, so the same voxels).
+            pts = bary[None, :, :1] * (g[:, None, 1] - g[:, None, 0])
+            pts += g[:, None, 0]
+            pts += bary[None, :, 1:] * (g[:, None, 2] - g[:, None, 0])
+            occupied.reshape(-1)[grid.flat_index(pts.reshape(-1, 3))] = True
     return occupied
 
 
@@ -333,16 +399,35 @@ def _surface_voxels(vertices: np.ndarray, faces: np.ndarray, grid: _Grid) -> np.
 BOUNDARY_W, BOUNDARY, SHEET, INTERNAL = 0, 1, 2, 3
 
 
-def _robust_inside(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray,
-                   config: OccupancyConfig) -> np.ndarray:
+@dataclass(frozen=True)
+class _RobustSolid:
+    """What the robust path needs of a mesh, whatever the query points (cached per mesh)."""
+    vertices: np.ndarray
+    faces: np.ndarray          # each edge-connected patch oriented outward
+    grid: _Grid
+    surface: np.ndarray        # voxels the surface touches
+    enclosed: np.ndarray       # voxels the flood fill from the border cannot reach
+    near_mask: np.ndarray      # surface voxels dilated past the probe distance
+    winding: WindingNumber
+
+
+def _robust_solid(vertices: np.ndarray, faces: np.ndarray, config: OccupancyConfig) -> _RobustSolid:
     faces = _orient_patches(vertices, faces)
     grid = _make_grid(vertices, config.resolution)
     surface = _surface_voxels(vertices, faces, grid)
     # Flood fill from the border (6-connected background): what it cannot reach is enclosed.
     enclosed = ndi.binary_fill_holes(surface) & ~surface
-    probe = config.probe_voxels * grid.voxel
-    # One hierarchy for the ~4 query sets below (face probes, near points, far points).
+    # Near points (within `probe` of the surface) need the surface itself. A dilated surface
+    # mask is a cheap superset of them.
+    near_mask = ndi.binary_dilation(surface, iterations=int(np.ceil(config.probe_voxels)) + 1)
+    # One hierarchy for every query set (face probes, near points, far points) of every call.
     winding = WindingNumber(vertices, faces, config.winding_band if config.two_tier_winding else None)
+    return _RobustSolid(vertices, faces, grid, surface, enclosed, near_mask, winding)
+
+
+def _robust_inside(solid: _RobustSolid, points: np.ndarray, config: OccupancyConfig) -> np.ndarray:
+    vertices, faces, grid, enclosed, winding = solid.vertices, solid.faces, solid.grid, solid.enclosed, solid.winding
+    probe = config.probe_voxels * grid.voxel
 
     def winding_inside(x: np.ndarray, skip: np.ndarray) -> np.ndarray:
         """Winding number >= 0.5, evaluated only where `skip` is False (it is the costly part)."""
@@ -351,10 +436,7 @@ def _robust_inside(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray,
             out[~skip] = winding(x[~skip]) >= 0.5
         return out
 
-    # Near points (within `probe` of the surface) need the surface itself. A dilated surface
-    # mask is a cheap superset of them.
-    near_mask = ndi.binary_dilation(surface, iterations=int(np.ceil(config.probe_voxels)) + 1)
-    candidate = np.flatnonzero(grid.lookup(near_mask, points))
+    candidate = np.flatnonzero(grid.lookup(solid.near_mask, points))
     near = np.zeros(0, dtype=np.int64)
     result = np.zeros(len(points), dtype=bool)
     if len(candidate):
