@@ -231,7 +231,7 @@ def test_two_tier_winding_refines_only_near_the_threshold():
     v, f = _vf(flipped(torus(n_major=48, n_minor=24), 0.2, seed=2))
     q = paper_points(trimesh.Trimesh(v, f, process=False), 5_000)
     exact = WindingNumber(v, f)(q)
-    two = WindingNumber(v, f, band=0.35)
+    two = WindingNumber(v, f, band=OccupancyConfig().winding_band)
     w = two(q)
     assert 0 < two.last_refined < len(q)            # some points are computed twice, most once
     assert (w != exact).any()                       # the coarse pass really is another evaluation
@@ -261,9 +261,10 @@ def test_two_tier_labels_agree_with_one_tier(name, mesh, monkeypatch):
     monkeypatch.setattr(occupancy, "WindingNumber", Recording)
     points = paper_points(mesh, 5_000)
     two, used = label(mesh, points, ROBUST)
-    assert used == "robust" and bands == [0.35]     # the switch's on position: two tiers
+    band = OccupancyConfig().winding_band
+    assert used == "robust" and bands == [band]     # the switch's on position: two tiers
     one, _ = label(mesh, points, EXACT_ROBUST)
-    assert bands == [0.35, None]                    # off: libigl's default accuracy everywhere
+    assert bands == [band, None]                    # off: libigl's default accuracy everywhere
     assert (two == one).mean() >= 0.999, name
 
 
