@@ -23,7 +23,11 @@ so it vanishes). We therefore use two paths:
 * **robust** (everything else):
   1. make the orientation consistent inside every edge-connected patch and
      point each patch outward (signed volume), then compute the winding
-     number w: right far from holes and flipped patches;
+     number w: right far from holes and flipped patches. Only its side of 0.5
+     is used, so it is computed in two tiers (`two_tier_winding`, the default;
+     `WindingNumber`): libigl's Barnes-Hut accuracy 1.0 at every point, 2.0
+     (libigl's default, the paper's labels) again where the first pass lies
+     within `winding_band` of 0.5; measured in benchmarks/bench_labels.py;
   2. rasterise the surface on a voxel grid (`resolution` voxels along the
      longest side) and flood-fill the exterior from the border: everything
      the surface encloses, even when it is built from separate sheets of
@@ -38,8 +42,11 @@ so it vanishes). We therefore use two paths:
      within `sheet_thickness / 2` voxels of a sheet (a sheet becomes a thin
      slab the MLP can fit), and is inside next to an internal face.
 
-`inside` is a pure function of its arguments (no global state), so it can run
-in parallel worker processes; memory is a few `resolution**3` byte grids.
+`inside` gives what a pure function of its arguments gives, so it can run in
+parallel worker processes; it keeps the preparation of the last mesh it labelled
+(merged vertices, the voxel solid, the winding-number hierarchy; keyed by the mesh's
+content), because `prepare` labels every shape twice. Memory is a few
+`resolution**3` byte grids.
 """
 
 from __future__ import annotations
@@ -65,8 +72,8 @@ class OccupancyConfig:
 
     method: str = "auto"          # "auto": clean path when the mesh is closed, else robust
     fast: bool = True             # clean path: components + ray crossings (same labels, several x faster)
-    # Robust path: the winding number in two tiers, libigl's Barnes-Hut accuracy 1.0 first (3-4x
-    # cheaper, off by up to ~0.5 on rare points), then its default 2.0 wherever the first pass
+    # Robust path: the winding number in two tiers, libigl's Barnes-Hut accuracy 1.0 first (1.4-4x
+    # cheaper, off by up to ~0.8 on rare points), then its default 2.0 wherever the first pass
     # lies within `winding_band` of the 0.5 threshold. False: 2.0 everywhere (the labels before
     # 2026-11-28, bit for bit). Measured in benchmarks/RESULTS.md, "Faster labels".
     two_tier_winding: bool = True
@@ -204,7 +211,7 @@ def _orient_patches(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 # libigl's Barnes-Hut accuracy: a cluster of faces is expanded when the query is closer than
 # `accuracy` times its radius. 2.0 is libigl's default (`igl.fast_winding_number`, the
-# official code's labels); 1.0 is 3-4x cheaper but off by up to ~0.5 right next to the surface.
+# official code's labels); 1.0 is 1.4-4x cheaper but off by up to ~0.8 right next to the surface.
 EXACT_ACCURACY, COARSE_ACCURACY = 2.0, 1.0
 
 
@@ -215,8 +222,9 @@ class WindingNumber:
     rebuilt it on every call. With `band=None` every point is evaluated at EXACT_ACCURACY,
     which is bit for bit `igl.fast_winding_number`. With a `band`, every point is first
     evaluated at COARSE_ACCURACY and those within `band` of the 0.5 threshold again at
-    EXACT_ACCURACY: only the side of 0.5 matters to the labels, and of 7M queries on 46 real
-    chairs every one whose side the coarse pass got wrong had |w - 0.5| < 0.38
+    EXACT_ACCURACY: only the side of 0.5 matters to the labels, and of 8.6M queries on the 57
+    real chairs that take the robust path every one whose side the coarse pass got wrong had
+    |w - 0.5| < 0.38
     (benchmarks/RESULTS.md, "Faster labels"); `last_refined` counts the points of the last
     call evaluated twice.
     """
