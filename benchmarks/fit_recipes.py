@@ -26,7 +26,7 @@ import torch
 
 from hyperdiffusion.fields.fit import PRESETS, fit_quality, fit_shapes, split_samples
 from hyperdiffusion.fields.fit_eval import ScoreConfig, score_fits
-from hyperdiffusion.fields.mlp import MLPConfig, default_init
+from hyperdiffusion.fields.mlp import MLPConfig, default_init, save_weight_set
 
 PAPER_POINTS = 2048
 # name -> FitConfig overrides on top of `paper` (max_epochs is set from the budget).
@@ -95,8 +95,9 @@ def run(root: Path, names: list[str], recipe: str, budget: int, steps_per_epoch:
     curve = [{"epoch": e, "paper_steps": e * cfg.steps_per_epoch * cfg.points_per_step // PAPER_POINTS,
               "cpu_s": curve_cpu[e], "eval_iou": mean("eval_iou", curve_rows[e]), "fscore": mean("fscore", curve_rows[e]),
               "mesh_res": curve_mesh_res} for e in marks]
-    return {"recipe": recipe, "budget_paper_steps": budget, "epochs": epochs, "cpu_s": cpu_total, "wall_s": wall_total,
-            "batch_shapes": batch_shapes, "curve": curve,
+    return {"weights": weights, "recipe": recipe, "budget_paper_steps": budget, "epochs": epochs, "cpu_s": cpu_total,
+            "wall_s": wall_total,
+            "batch_shapes": batch_shapes, "curve": curve, "mesh_res": mesh_res,
             "iou_uniform": mean("iou_uniform", held), "iou_surface": mean("iou_surface", held),
             "eval_iou": mean("eval_iou", scores), "eval_iou_min": float(np.nanmin([r["eval_iou"] for r in scores])),
             "fscore": mean("fscore", scores), "fscore_min": float(np.nanmin([r["fscore"] for r in scores])),
@@ -107,6 +108,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dataset")
     ap.add_argument("--limit", type=int, default=6)
+    ap.add_argument("--names", nargs="+", default=None, help="these shapes instead of the first --limit")
     ap.add_argument("--budgets", type=int, nargs="+", default=[485, 970, 1940], help="in paper steps per shape")
     ap.add_argument("--steps-per-epoch", type=int, default=97)
     ap.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
@@ -115,10 +117,12 @@ def main() -> None:
     ap.add_argument("--curve-every", type=int, default=0, help="score the fit every this many epochs (0: end only)")
     ap.add_argument("--curve-mesh-res", type=int, default=64, help="marching-cubes grid for the curve's F-scores")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--save-weights", action="store_true",
+                    help="also write each fit's weights beside OUT (OUT_<recipe>_<budget>.safetensors, for `mesh`)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     root = Path(args.dataset)
-    names = shape_names(root, args.limit)
+    names = args.names or shape_names(root, args.limit)
     out = Path(args.out)
     results = json.loads(out.read_text()) if out.is_file() else []   # resumable: skip what is done
     done = {(r["recipe"], r["budget_paper_steps"]) for r in results}
@@ -128,6 +132,10 @@ def main() -> None:
                 continue
             r = run(root, names, recipe, budget, args.steps_per_epoch, MLPConfig(), args.mesh_res, args.batch_shapes,
                     args.curve_every, args.curve_mesh_res)
+            weights = r.pop("weights")
+            if args.save_weights:
+                tag = recipe.replace(" ", "").replace(",", "_").replace("%", "")
+                save_weight_set(out.with_name(f"{out.stem}_{tag}_{budget}.safetensors"), weights, names, MLPConfig())
             results.append({**r, "shapes": names})
             out.write_text(json.dumps(results, indent=1))
             print(f"{recipe:28s} budget {budget:5d}  cpu {r['cpu_s']:6.0f} s  held-out IoU {r['iou_uniform']:.3f} / "

@@ -53,6 +53,9 @@ def main() -> None:
                 else:
                     ax.plot([r["cpu_s"] / n for r in rs], [r[key] for r in rs], "o-", label=recipe, lw=width)
             ax.set_xlabel("CPU seconds per shape")
+            res = sorted({(r["curve"][0]["mesh_res"], r.get("mesh_res")) for r in rows if r.get("curve")})
+            if key == "fscore" and res and res[0][1]:
+                title += f" (lines: {res[0][0]}³ meshes, ★: {res[0][1]}³)"
             ax.set_title(f"{label}: {title}", fontsize=9)
             ax.grid(alpha=0.3)
         axes[row, 0].legend(fontsize=7)
