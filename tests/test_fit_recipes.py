@@ -71,3 +71,17 @@ def test_on_weights_sees_every_shapes_current_weights_and_ends_at_the_result():
     assert sorted(seen) == list(range(1, max(r.epochs for r in records) + 1))
     assert torch.equal(seen[max(seen)], result)
     assert not torch.equal(seen[1], result)
+
+
+def test_fast_presets_are_paper_and_cpu_with_a_cosine_schedule():
+    from hyperdiffusion.fields.fit import PRESETS, cosine_lr
+
+    paper, fast = PRESETS["paper"], PRESETS["fast"]
+    assert fast.schedule == "cosine" and fast.max_epochs * fast.steps_per_epoch == 2910
+    # Everything the diffusion model sees (MLP, points, lr, init) stays the paper's.
+    assert replace(fast, schedule="plateau", max_epochs=paper.max_epochs) == paper
+    assert cosine_lr(fast, 0) == fast.lr and cosine_lr(fast, fast.max_epochs) == fast.min_lr
+    cpu, fast_cpu = PRESETS["cpu"], PRESETS["fast-cpu"]
+    assert (fast_cpu.points_per_step, fast_cpu.steps_per_epoch, fast_cpu.max_epochs) == \
+        (cpu.points_per_step, cpu.steps_per_epoch, cpu.max_epochs)
+    assert fast_cpu.schedule == "cosine"

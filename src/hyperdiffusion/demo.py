@@ -36,8 +36,8 @@ class DemoConfig:
     count: int | None = 40  # shapes prepared (80/5/15 split): built-in shapes made, or the first N of `data`
     n_surface: int = 20_000  # occupancy samples per shape (paper: 100k + 100k)
     n_uniform: int = 20_000
-    fit_preset: str = "cpu"
-    fit_max_epochs: int | None = None  # None: the preset's (cpu: 40 epochs of 25 steps)
+    fit_preset: str = "fast-cpu"  # fields/fit.py PRESETS: 1000 steps of 1024 points, cosine lr
+    fit_max_epochs: int | None = None  # None: the preset's (fast-cpu: 40 epochs of 25 steps)
     fit_batch_shapes: int = 16
     # Fit quality on the evaluation set (fields/fit_eval.py): meshes at 64^3 and 20k points per surface
     # score 32 chairs in ~20 s (the paper-scale default, 128^3 and 100k, would take ~2.5 minutes here).
@@ -85,10 +85,11 @@ TINY_3D = dict(count=10, n_surface=2000, n_uniform=2000, fit_max_epochs=10, fit_
 # The paper's 100k + 100k samples per frame would take minutes per sequence here; 4000 + 4000 per
 # frame (64k per sequence) and marching cubes at 64^3 keep the run near 10 minutes on 2 cores
 # (benchmarks/RESULTS.md "4D demo").
-SIZES_4D = dict(count=24, n_surface=4000, n_uniform=4000, fit_batch_shapes=24, train_steps=1500, n_samples=8,
+# The 4D demo keeps the `cpu` fit preset it was measured with (the cosine `fast-cpu` was measured in 3D).
+SIZES_4D = dict(fit_preset="cpu", count=24, n_surface=4000, n_uniform=4000, fit_batch_shapes=24, train_steps=1500, n_samples=8,
                 ddim_steps=50, mesh_res=64, emd_points=256)
 N_SHOWN_4D = 4  # training sequences shown beside their fitted MLPs (and meshed for that)
-TINY_4D = dict(count=8, n_surface=1000, n_uniform=1000, fit_max_epochs=4, fit_batch_shapes=8, train_steps=10,
+TINY_4D = dict(fit_preset="cpu", count=8, n_surface=1000, n_uniform=1000, fit_max_epochs=4, fit_batch_shapes=8, train_steps=10,
                n_samples=4, ddim_steps=5, mesh_res=24, emd_points=64)
 
 
