@@ -101,7 +101,15 @@ def run(root: Path, names: list[str], recipe: str, budget: int, steps_per_epoch:
             "iou_uniform": mean("iou_uniform", held), "iou_surface": mean("iou_surface", held),
             "eval_iou": mean("eval_iou", scores), "eval_iou_min": float(np.nanmin([r["eval_iou"] for r in scores])),
             "fscore": mean("fscore", scores), "fscore_min": float(np.nanmin([r["fscore"] for r in scores])),
-            "per_shape": {n: {"eval_iou": s["eval_iou"], "fscore": s["fscore"]} for n, s in zip(names, scores)}}
+            "per_shape": {n: {k: s[k] for k in ("eval_iou", "fscore", "chamfer_l1")} for n, s in zip(names, scores)}}
+
+
+def summary_line(r: dict) -> str:
+    """One line of a `run` result: CPU time, held-out IoU, evaluation-set IoU, F-score, Chamfer-L1."""
+    chamfer = np.mean([s["chamfer_l1"] for s in r["per_shape"].values()])
+    return (f"cpu {r['cpu_s']:6.0f} s  held-out IoU {r['iou_uniform']:.3f} / {r['iou_surface']:.3f}  "
+            f"eval IoU {r['eval_iou']:.3f} (min {r['eval_iou_min']:.3f})  F {r['fscore']:.3f} "
+            f"(min {r['fscore_min']:.3f})  Chamfer-L1 {chamfer:.4f}")
 
 
 def main() -> None:
@@ -138,9 +146,7 @@ def main() -> None:
                 save_weight_set(out.with_name(f"{out.stem}_{tag}_{budget}.safetensors"), weights, names, MLPConfig())
             results.append({**r, "shapes": names})
             out.write_text(json.dumps(results, indent=1))
-            print(f"{recipe:28s} budget {budget:5d}  cpu {r['cpu_s']:6.0f} s  held-out IoU {r['iou_uniform']:.3f} / "
-                  f"{r['iou_surface']:.3f}  eval IoU {r['eval_iou']:.3f} (min {r['eval_iou_min']:.3f})  "
-                  f"F {r['fscore']:.3f} (min {r['fscore_min']:.3f})", flush=True)
+            print(f"{recipe:28s} budget {budget:5d}  " + summary_line(r), flush=True)
 
 
 if __name__ == "__main__":
