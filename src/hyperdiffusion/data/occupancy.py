@@ -414,7 +414,6 @@ class _RobustSolid:
     vertices: np.ndarray
     faces: np.ndarray          # each edge-connected patch oriented outward
     grid: _Grid
-    surface: np.ndarray        # voxels the surface touches
     enclosed: np.ndarray       # voxels the flood fill from the border cannot reach
     near_mask: np.ndarray      # surface voxels dilated past the probe distance
     winding: WindingNumber
@@ -431,7 +430,7 @@ def _robust_solid(vertices: np.ndarray, faces: np.ndarray, config: OccupancyConf
     near_mask = ndi.binary_dilation(surface, iterations=int(np.ceil(config.probe_voxels)) + 1)
     # One hierarchy for every query set (face probes, near points, far points) of every call.
     winding = WindingNumber(vertices, faces, config.winding_band if config.two_tier_winding else None)
-    return _RobustSolid(vertices, faces, grid, surface, enclosed, near_mask, winding)
+    return _RobustSolid(vertices, faces, grid, enclosed, near_mask, winding)
 
 
 def _robust_inside(solid: _RobustSolid, points: np.ndarray, config: OccupancyConfig) -> np.ndarray:
